@@ -1,0 +1,1 @@
+//! Pure statistics over `TurnRecord`s (filled in by the analysis work).

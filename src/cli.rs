@@ -1,0 +1,177 @@
+//! Command-line types only: parsing lives here, behaviour lives in the modules they name.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "turnbench",
+    version,
+    about = "How fast is your LLM server on real multi-turn conversations, and how much does prefix caching save turn after turn?",
+    long_about = None,
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Replay conversation suites turn by turn and report TTFT, throughput and prefix-cache reuse.
+    Run(RunArgs),
+    /// Rebuild every report of a results folder from its turns.jsonl, or compare two runs.
+    Report(ReportArgs),
+    /// Serve a vLLM-compatible simulator (OpenAI API, /metrics, prefix cache, latency model).
+    Sim(SimArgs),
+}
+
+/// Which server the benchmark talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EngineKind {
+    /// `turnbench sim` started as a child process (no GPU needed; reports label it as simulated).
+    Sim,
+    /// An OpenAI-compatible server you started yourself (`--endpoint`).
+    External,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Server to benchmark. Defaults to `external` when --endpoint is given, else `sim`.
+    #[arg(long, value_enum)]
+    pub engine: Option<EngineKind>,
+    /// Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000 (implies --engine external).
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// Model name sent in requests. Default: the first model the server lists.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// API key for the endpoint. Never written to any results file.
+    #[arg(long, env = "TURNBENCH_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Extra argument for the managed engine, repeatable (e.g. --engine-arg=--no-prefix-caching).
+    #[arg(long = "engine-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub engine_args: Vec<String>,
+
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+
+    /// Warm-up requests sent before the suite: recorded, excluded from statistics.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: u32,
+    /// Pause between turns of a conversation, in milliseconds (a user reading and typing).
+    #[arg(long, default_value_t = 0.0, value_name = "MS")]
+    pub think_time_ms: f64,
+    /// Seconds allowed to connect to the server.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub connect_timeout: f64,
+    /// Seconds allowed from sending a request to its first token.
+    #[arg(long, default_value_t = 300.0, value_name = "SECS")]
+    pub first_token_timeout: f64,
+    /// Seconds allowed for a whole request.
+    #[arg(long, default_value_t = 900.0, value_name = "SECS")]
+    pub request_timeout: f64,
+
+    /// Folder under which the timestamped results folder is created.
+    #[arg(long, default_value = "results", value_name = "DIR")]
+    pub results_dir: PathBuf,
+    /// Suffix for the results folder name (`<timestamp>_<label>`).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Seed for everything random (simulator answers, think times).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+/// Which conversations of the suite to replay.
+#[derive(Debug, Clone, Args)]
+pub struct SelectionArgs {
+    /// Conversation suite file.
+    #[arg(long, default_value = "data/conversations.json", value_name = "FILE")]
+    pub data: PathBuf,
+    /// RAG document store referenced by the suite.
+    #[arg(long, default_value = "data/rag_data.json", value_name = "FILE")]
+    pub rag_data: PathBuf,
+    /// Keep only conversations with at least one of these tags (comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "TAGS")]
+    pub include_tags: Vec<String>,
+    /// Drop conversations with any of these tags (comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "TAGS")]
+    pub exclude_tags: Vec<String>,
+    /// Context window in tokens: drop conversations whose peak context would not fit.
+    #[arg(long, value_name = "TOKENS")]
+    pub context_size: Option<u64>,
+    /// Replay at most this many conversations (after the other filters).
+    #[arg(long, value_name = "N")]
+    pub max_conversations: Option<usize>,
+    /// Replay only this conversation id (repeatable).
+    #[arg(long = "conversation", value_name = "ID")]
+    pub conversations: Vec<String>,
+    /// Print the selected suite (id, tags, turns, peak tokens, fits) and exit.
+    #[arg(long)]
+    pub list_conversations: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A results folder written by `turnbench run`.
+    pub dir: PathBuf,
+    /// A second results folder to compare against (per-turn TTFT, speedups, cache reuse).
+    #[arg(long, value_name = "DIR")]
+    pub compare: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SimArgs {
+    /// Address to bind.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to bind; 0 picks a free one. The first line printed is the bound address.
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// Model name the simulator serves and echoes in every answer.
+    #[arg(long, default_value = "turnbench-sim")]
+    pub model_name: String,
+    /// Latency profile: a name from configs/sim/ or a path to a TOML file.
+    #[arg(long, value_name = "NAME|PATH")]
+    pub profile: Option<String>,
+    /// Tokens per KV-cache block (prefix-cache hits count whole blocks).
+    #[arg(long)]
+    pub block_size: Option<u64>,
+    /// KV-cache capacity in blocks; least-recently-used blocks are evicted past it.
+    #[arg(long)]
+    pub kv_cache_blocks: Option<u64>,
+    /// Requests decoded at once; more wait in the queue.
+    #[arg(long)]
+    pub max_num_seqs: Option<u64>,
+    /// Requests allowed to wait; past it the simulator answers 503.
+    #[arg(long)]
+    pub max_waiting: Option<u64>,
+    /// Longest prompt + answer accepted, in tokens (longer prompts get a 400).
+    #[arg(long)]
+    pub max_model_len: Option<u64>,
+    /// Disable the prefix cache (every prompt is computed from scratch).
+    #[arg(long)]
+    pub no_prefix_caching: bool,
+    /// Fixed time per request before prefill, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub overhead_ms: Option<f64>,
+    /// Prefill time per uncached prompt token, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub prefill_ms_per_token: Option<f64>,
+    /// Time between output tokens, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub inter_token_ms: Option<f64>,
+    /// Fractional slow-down of every step per additional running request (0.1 = +10 % each).
+    #[arg(long)]
+    pub load_slowdown: Option<f64>,
+    /// Probability that a request fails with HTTP 500.
+    #[arg(long)]
+    pub fail_rate: Option<f64>,
+    /// Probability that a streamed request is cut mid-stream.
+    #[arg(long)]
+    pub drop_rate: Option<f64>,
+    /// Seed for answers and failure injection.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}

@@ -1,0 +1,1 @@
+//! OpenAI streaming client: one request → raw timing, usage and status.

@@ -1,0 +1,1 @@
+//! Engines: the server a run talks to (managed simulator, external endpoint).

@@ -1,0 +1,1 @@
+//! What turnbench observes beside the requests: the server's /metrics.

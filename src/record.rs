@@ -1,0 +1,281 @@
+//! One request = one `TurnRecord`, appended to `turns.jsonl` the moment it completes.
+//!
+//! Raw first: the record keeps raw offsets (milliseconds since the run's monotonic start) and the
+//! server's own token counts; every statistic in every report is computed from these records by
+//! pure functions (`analysis`). The derived per-request fields (`ttft_ms`, `tpot_ms`, …) are filled
+//! by [`RequestTiming::derive`] so that CSV readers need not recompute them.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// Version of the `TurnRecord` / `turns.jsonl` format.
+pub const RECORD_SCHEMA_VERSION: u32 = 1;
+
+/// Outcome of one request (DESIGN §5).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    #[default]
+    Ok,
+    Http4xx,
+    Http5xx,
+    Timeout,
+    Connect,
+    Stream,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Http4xx => "http_4xx",
+            Status::Http5xx => "http_5xx",
+            Status::Timeout => "timeout",
+            Status::Connect => "connect",
+            Status::Stream => "stream",
+        }
+    }
+    pub fn is_ok(self) -> bool {
+        self == Status::Ok
+    }
+}
+
+/// Where a turn sits relative to the RAG documents of its conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum RagPhase {
+    /// No document has been injected yet.
+    Before,
+    /// At least one document is in the prompt.
+    With,
+    /// Documents were injected earlier and none is in the prompt now.
+    After,
+}
+
+impl RagPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RagPhase::Before => "before",
+            RagPhase::With => "with",
+            RagPhase::After => "after",
+        }
+    }
+}
+
+/// Why a turn reused fewer prompt tokens than an ideal cache would (DESIGN §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum ReuseFlag {
+    /// The prompt itself diverged from the previous one well before its end (e.g. a RAG
+    /// document was removed), so little could be reused by design.
+    DivergentPrompt,
+    /// The server reused at least one block less than the common prefix allowed: blocks were
+    /// evicted (or the cache is off).
+    Eviction,
+    /// Observed reuse is short of expected by less than one block: the server rounds to a
+    /// block size other than the one assumed.
+    BlockRounding,
+}
+
+impl ReuseFlag {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReuseFlag::DivergentPrompt => "divergent_prompt",
+            ReuseFlag::Eviction => "eviction",
+            ReuseFlag::BlockRounding => "block_rounding",
+        }
+    }
+}
+
+/// Raw client-side timing of one streamed request. All instants are milliseconds since the
+/// run's monotonic origin (`RunClock`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RequestTiming {
+    /// When the scheduler wanted the request sent (open loop); equals `sent_ms` in closed loop.
+    pub scheduled_ms: f64,
+    pub sent_ms: f64,
+    /// First chunk carrying non-empty content.
+    pub first_token_ms: Option<f64>,
+    /// Last byte of the response (or the moment the request failed).
+    pub end_ms: f64,
+    /// Arrival of every content-bearing chunk (absolute ms), in order.
+    pub content_chunk_ms: Vec<f64>,
+}
+
+/// Per-request numbers derived from `RequestTiming` and token counts (DESIGN §5 definitions).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Derived {
+    pub queue_ms: f64,
+    pub ttft_ms: Option<f64>,
+    pub e2e_ms: f64,
+    pub latency_from_schedule_ms: f64,
+    pub tpot_ms: Option<f64>,
+    pub itl_mean_ms: Option<f64>,
+    pub output_tps: Option<f64>,
+    pub decode_tps: Option<f64>,
+}
+
+impl RequestTiming {
+    /// Inter-token latencies: the gaps between consecutive content chunks.
+    pub fn itl_ms(&self) -> Vec<f64> {
+        self.content_chunk_ms.windows(2).map(|w| w[1] - w[0]).collect()
+    }
+
+    pub fn derive(&self, output_tokens: Option<u64>) -> Derived {
+        let queue_ms = (self.sent_ms - self.scheduled_ms).max(0.0);
+        let e2e_ms = self.end_ms - self.sent_ms;
+        let ttft_ms = self.first_token_ms.map(|t| t - self.sent_ms);
+        let itl = self.itl_ms();
+        let itl_mean_ms = (!itl.is_empty()).then(|| itl.iter().sum::<f64>() / itl.len() as f64);
+        let (tpot_ms, decode_tps) = match (ttft_ms, output_tokens) {
+            (Some(ttft), Some(n)) if n > 1 && e2e_ms > ttft => {
+                let decode = e2e_ms - ttft;
+                (Some(decode / (n - 1) as f64), Some((n - 1) as f64 / (decode / 1000.0)))
+            }
+            _ => (None, None),
+        };
+        let output_tps = match output_tokens {
+            Some(n) if n > 0 && e2e_ms > 0.0 => Some(n as f64 / (e2e_ms / 1000.0)),
+            _ => None,
+        };
+        Derived {
+            queue_ms,
+            ttft_ms,
+            e2e_ms,
+            latency_from_schedule_ms: e2e_ms + queue_ms,
+            tpot_ms,
+            itl_mean_ms,
+            output_tps,
+            decode_tps,
+        }
+    }
+}
+
+/// Token counts of one request, as the server reported them in `usage`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    /// `usage.prompt_tokens_details.cached_tokens`.
+    pub cached_tokens: Option<u64>,
+}
+
+/// Prefix-cache accounting of one turn: what the server reports reusing and what it should have.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CacheObservation {
+    /// Delta of `vllm:prefix_cache_hits_total` over the turn (exact only with one request in flight).
+    pub server_hits: Option<u64>,
+    /// Delta of `vllm:prefix_cache_queries_total` over the turn.
+    pub server_queries: Option<u64>,
+    /// Longest common token prefix with the previous prompt of the same conversation.
+    pub common_prefix_tokens: Option<u64>,
+    /// `common_prefix_tokens` rounded down to the engine's block size.
+    pub expected_reusable_tokens: Option<u64>,
+    /// Token count of the previous prompt of this conversation.
+    pub previous_prompt_tokens: Option<u64>,
+    pub block_size: Option<u64>,
+    pub flag: Option<ReuseFlag>,
+}
+
+/// One request of one conversation turn. The unit of every report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TurnRecord {
+    /// Index of the test this request belongs to (one conversation = one test in single-user mode).
+    pub test: u32,
+    pub conversation_id: String,
+    pub tags: Vec<String>,
+    /// 1-based turn number within the conversation.
+    pub turn: u32,
+    /// Warm-up requests are recorded but excluded from statistics.
+    pub warmup: bool,
+    /// Load level label (e.g. target QPS) for multi-user runs; `None` in single-user mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    /// Concurrent session / user index for multi-user runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<u32>,
+    pub rag_phase: Option<RagPhase>,
+    /// RAG actions applied right before this turn, e.g. `inject:doc-a@system`, `remove:doc-a`.
+    pub rag_actions: Vec<String>,
+    pub max_tokens: u32,
+    pub status: Status,
+    pub http_status: Option<u16>,
+    pub error: Option<String>,
+    pub timing: RequestTiming,
+    pub derived: Derived,
+    pub usage: Usage,
+    pub output_chunks: u64,
+    pub cache: CacheObservation,
+}
+
+impl TurnRecord {
+    /// Tokens the server reused for this turn: `cached_tokens` from usage, else the `/metrics`
+    /// hit delta.
+    pub fn observed_reuse(&self) -> Option<u64> {
+        self.usage.cached_tokens.or(self.cache.server_hits)
+    }
+}
+
+/// Appends records to `turns.jsonl`, one unbuffered write per record, so a crash of turnbench
+/// loses nothing that completed.
+pub struct RecordSink {
+    path: PathBuf,
+    file: File,
+    written: usize,
+}
+
+impl RecordSink {
+    pub fn create(path: &Path) -> Result<Self> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open {} for appending", path.display()))?;
+        Ok(Self { path: path.to_path_buf(), file, written: 0 })
+    }
+
+    pub fn append(&mut self, record: &TurnRecord) -> Result<()> {
+        let mut line = serde_json::to_vec(record)?;
+        line.push(b'\n');
+        self.file
+            .write_all(&line)
+            .and_then(|_| self.file.flush())
+            .with_context(|| format!("cannot append to {}", self.path.display()))?;
+        self.written += 1;
+        Ok(())
+    }
+
+    pub fn written(&self) -> usize {
+        self.written
+    }
+}
+
+/// Reads `turns.jsonl`. A truncated last line (the process died mid-write) is skipped with a
+/// warning rather than failing the whole report.
+pub fn read_records(path: &Path) -> Result<(Vec<TurnRecord>, Vec<String>)> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut records = Vec::new();
+    let mut warnings = Vec::new();
+    let lines: Vec<String> = BufReader::new(file)
+        .lines()
+        .collect::<std::io::Result<_>>()
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let last = lines.len();
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<TurnRecord>(line) {
+            Ok(r) => records.push(r),
+            Err(e) if i + 1 == last => {
+                warnings.push(format!("{}:{}: skipped a truncated last record ({e})", path.display(), i + 1))
+            }
+            Err(e) => anyhow::bail!("{}:{}:{}: invalid record: {e}", path.display(), i + 1, e.column()),
+        }
+    }
+    Ok((records, warnings))
+}

@@ -1,0 +1,1 @@
+//! The results folder: timestamped, never overwritten, files written atomically.

@@ -1,0 +1,1 @@
+//! Loading and validating `conversations.json` and `rag_data.json`.

@@ -1,0 +1,1 @@
+//! Selecting conversations: tags, context size, ids, limits.

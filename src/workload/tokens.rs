@@ -1,0 +1,1 @@
+//! Counting prompt tokens: the server's tokenizer when known, else a labelled estimate.
