@@ -1,1 +1,119 @@
-//! The results folder: timestamped, never overwritten, files written atomically.
+//! The results folder (DESIGN §6): `results/<YYYY-MM-DD_HH-MM-SS>[_label]/`, never overwritten;
+//! final files written atomically (temp file + rename).
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::workload::SourceFile;
+
+pub const MANIFEST_FILE: &str = "manifest.json";
+pub const TURNS_FILE: &str = "turns.jsonl";
+
+/// What a run was: written first as `manifest.json`, read back by `turnbench report`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub tool_version: String,
+    /// Command line with secrets redacted.
+    pub command_line: Vec<String>,
+    /// Wall-clock start of the run (RFC 3339); record offsets are relative to it.
+    pub started_at: String,
+    pub label: Option<String>,
+    /// `sim`, `external` (later `vllm`).
+    pub engine: String,
+    /// True when the server is turnbench's simulator: every report says so.
+    pub simulated: bool,
+    pub endpoint: Option<String>,
+    pub model: Option<String>,
+    /// The engine's command line, when turnbench started it.
+    pub engine_command: Option<Vec<String>>,
+    /// KV-cache block size reported by the server (`vllm:cache_config_info`), if any.
+    pub block_size: Option<u64>,
+    /// Whether the server reports prefix caching enabled.
+    pub prefix_caching: Option<bool>,
+    /// True when token counts used for selection are estimates, not the model's tokenizer.
+    pub token_counts_estimated: bool,
+    pub datasets: Vec<SourceFile>,
+    pub seed: u64,
+    /// Run settings as resolved (flags and defaults), secrets redacted.
+    pub settings: serde_json::Value,
+    /// Set when the run was interrupted (Ctrl-C) or failed before the suite ended.
+    pub interrupted: bool,
+}
+
+/// Creates `base/<timestamp>[_label]`, adding `-2`, `-3`… rather than ever reusing a folder.
+pub fn create_run_dir(base: &Path, label: Option<&str>) -> Result<PathBuf> {
+    fs::create_dir_all(base).with_context(|| format!("cannot create results folder {}", base.display()))?;
+    let stamp = jiff::Zoned::now().strftime("%Y-%m-%d_%H-%M-%S").to_string();
+    let name = match label {
+        Some(l) => format!("{stamp}_{}", sanitize_label(l)),
+        None => stamp,
+    };
+    for n in 1.. {
+        let candidate = if n == 1 { base.join(&name) } else { base.join(format!("{name}-{n}")) };
+        match fs::create_dir(&candidate) {
+            Ok(()) => return Ok(candidate),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot create {}", candidate.display())),
+        }
+    }
+    unreachable!()
+}
+
+fn sanitize_label(label: &str) -> String {
+    label
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '-' })
+        .collect()
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a
+/// reader never sees a half-written report.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    let mut f = fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    f.write_all(bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.sync_all().ok();
+    fs::rename(&tmp, path).with_context(|| format!("cannot move {} into place", path.display()))?;
+    Ok(())
+}
+
+pub fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {
+    write_atomic(&dir.join(MANIFEST_FILE), &serde_json::to_vec_pretty(manifest)?)
+}
+
+pub fn read_manifest(dir: &Path) -> Result<Manifest> {
+    let path = dir.join(MANIFEST_FILE);
+    let text = fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: invalid manifest", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_dirs_are_never_reused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = create_run_dir(tmp.path(), Some("x y")).unwrap();
+        let b = create_run_dir(tmp.path(), Some("x y")).unwrap();
+        assert_ne!(a, b);
+        assert!(a.file_name().unwrap().to_str().unwrap().ends_with("_x-y"));
+    }
+
+    #[test]
+    fn atomic_write_replaces_content() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("a.json");
+        write_atomic(&p, b"1").unwrap();
+        write_atomic(&p, b"22").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"22");
+        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1, "no temp file left behind");
+    }
+}
