@@ -23,7 +23,7 @@ pub struct Suite {
     pub sources: Vec<SourceFile>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SourceFile {
     pub path: String,
     pub sha256: String,
