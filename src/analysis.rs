@@ -568,7 +568,7 @@ fn conversations(measured: &[&TurnRecord]) -> Vec<ConversationStats> {
                 output_tokens: ok.iter().filter_map(|r| r.usage.completion_tokens).sum(),
                 ttft_first_ms: ok.iter().find(|r| r.turn <= 1).and_then(|r| ttft(r)),
                 ttft_later_mean_ms: mean_of(ok.iter().filter(|r| r.turn > 1).filter_map(|r| ttft(r))),
-                e2e_sum_ms: ok.iter().map(|r| r.derived.e2e_ms).sum(),
+                e2e_sum_ms: ok.iter().map(|r| r.derived.e2e_ms).fold(0.0, |a, b| a + b),
                 status,
             }
         })

@@ -1,9 +1,166 @@
-//! Exporters: pure functions from records/summary to bytes; the caller writes files atomically.
+//! Exporters: pure functions from records/summary to bytes (hyperfine-style); the caller writes
+//! the files atomically. `turnbench report DIR [--compare OTHER]` rebuilds every report of a
+//! results folder from its `manifest.json` and `turns.jsonl`.
 
-use anyhow::Result;
+mod compare;
+mod console;
+mod csv_out;
+mod fmt;
+mod json;
+mod markdown;
 
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::analysis::{summarize, Summary};
 use crate::cli::ReportArgs;
+use crate::record::{read_records, TurnRecord};
+use crate::results::{read_manifest, write_atomic, Manifest, MANIFEST_FILE, TURNS_FILE};
+use crate::UsageError;
 
-pub fn report_command(_args: ReportArgs) -> Result<()> {
-    anyhow::bail!("report: not built yet")
+pub use self::compare::{compare, compare_markdown, compare_table, Comparison, TurnComparison};
+pub use self::console::console_summary;
+pub use self::csv_out::{ConversationsCsv, TurnsCsv};
+pub use self::json::SummaryJson;
+pub use self::markdown::{MarkdownReport, SIMULATED_BANNER};
+
+pub const TURNS_CSV_FILE: &str = "turns.csv";
+pub const CONVERSATIONS_CSV_FILE: &str = "conversations.csv";
+pub const SUMMARY_FILE: &str = "summary.json";
+pub const REPORT_FILE: &str = "report.md";
+
+/// What every exporter reads.
+#[derive(Debug, Clone, Copy)]
+pub struct ReportInput<'a> {
+    pub records: &'a [TurnRecord],
+    pub summary: &'a Summary,
+    pub manifest: &'a Manifest,
+}
+
+/// One output file of a results folder. No IO: returns the file's bytes.
+pub trait Exporter {
+    /// File name inside the results folder.
+    fn file_name(&self) -> &'static str;
+    fn export(&self, input: &ReportInput) -> Result<Vec<u8>>;
+}
+
+/// Every exporter `write_reports` runs, in write order.
+pub fn all_exporters() -> Vec<Box<dyn Exporter>> {
+    vec![Box::new(TurnsCsv), Box::new(ConversationsCsv), Box::new(SummaryJson), Box::new(MarkdownReport)]
+}
+
+/// Computes the summary of `records` and writes every exporter's file into `dir`, atomically.
+pub fn write_reports(dir: &Path, records: &[TurnRecord], manifest: &Manifest) -> Result<Summary> {
+    let summary = summarize(records, manifest);
+    let input = ReportInput { records, summary: &summary, manifest };
+    for exporter in all_exporters() {
+        let bytes = exporter
+            .export(&input)
+            .with_context(|| format!("cannot build {}", exporter.file_name()))?;
+        write_atomic(&dir.join(exporter.file_name()), &bytes)?;
+    }
+    Ok(summary)
+}
+
+/// A results folder read back: records, manifest, and warnings (e.g. a truncated last line).
+pub struct LoadedRun {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub records: Vec<TurnRecord>,
+    pub warnings: Vec<String>,
+}
+
+/// Reads `DIR/manifest.json` and `DIR/turns.jsonl`. A path that is not a results folder is a
+/// [`UsageError`].
+pub fn load_run(dir: &Path) -> Result<LoadedRun> {
+    if !dir.exists() {
+        return Err(UsageError::new(format!("no such results folder: {}", dir.display())).into());
+    }
+    if !dir.is_dir() {
+        return Err(UsageError::new(format!("not a results folder (not a directory): {}", dir.display())).into());
+    }
+    let turns = dir.join(TURNS_FILE);
+    if !turns.is_file() {
+        return Err(UsageError::new(format!("not a results folder: {} has no {TURNS_FILE}", dir.display())).into());
+    }
+    if !dir.join(MANIFEST_FILE).is_file() {
+        return Err(UsageError::new(format!("not a results folder: {} has no {MANIFEST_FILE}", dir.display())).into());
+    }
+    let manifest = read_manifest(dir)?;
+    let (records, warnings) = read_records(&turns)?;
+    Ok(LoadedRun { dir: dir.to_path_buf(), manifest, records, warnings })
+}
+
+/// A folder's display name (its last component, made file-name safe).
+fn folder_name(dir: &Path) -> String {
+    let canonical = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let name = canonical.file_name().and_then(|n| n.to_str()).unwrap_or("other");
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' })
+        .collect()
+}
+
+/// File name of the comparison written into DIR: `compare-<other folder name>.md`.
+pub fn compare_file_name(other: &Path) -> String {
+    format!("compare-{}.md", folder_name(other))
+}
+
+/// `turnbench report DIR [--compare OTHER]`.
+pub fn report_command(args: ReportArgs) -> Result<()> {
+    let run = load_run(&args.dir)?;
+    for w in &run.warnings {
+        eprintln!("warning: {w}");
+    }
+    let summary = write_reports(&run.dir, &run.records, &run.manifest)?;
+    println!("{}", console_summary(&summary));
+    println!("reports written to {}", run.dir.display());
+
+    if let Some(other_dir) = &args.compare {
+        let other = load_run(other_dir)?;
+        for w in &other.warnings {
+            eprintln!("warning: {w}");
+        }
+        let other_summary = summarize(&other.records, &other.manifest);
+        let cmp = compare(&folder_name(&run.dir), &summary, &folder_name(other_dir), &other_summary);
+        println!("{}", compare_table(&cmp));
+        let path = run.dir.join(compare_file_name(other_dir));
+        write_atomic(&path, compare_markdown(&cmp).as_bytes())?;
+        println!("comparison written to {}", path.display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::tests::{failed, rec};
+    use crate::record::Status;
+
+    #[test]
+    fn write_reports_writes_every_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let records = vec![rec("a", 1, 100.0, 200.0, 100, 0), failed("a", 2, Status::Stream, "cut")];
+        let s = write_reports(tmp.path(), &records, &Manifest::default()).unwrap();
+        assert_eq!(s.requests.failed, 1);
+        for e in all_exporters() {
+            assert!(tmp.path().join(e.file_name()).is_file(), "{}", e.file_name());
+        }
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 4, "no temp file left");
+    }
+
+    #[test]
+    fn missing_folder_is_a_usage_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let err = load_run(&tmp.path().join("nope")).err().unwrap();
+        assert_eq!(crate::error::exit_code(&err), 2);
+        let err = load_run(tmp.path()).err().unwrap();
+        assert!(err.to_string().contains("no turns.jsonl"), "{err}");
+        assert_eq!(crate::error::exit_code(&err), 2);
+    }
+
+    #[test]
+    fn compare_file_is_named_after_other_folder() {
+        assert_eq!(compare_file_name(Path::new("/x/2026-01-01_00-00-00_base")), "compare-2026-01-01_00-00-00_base.md");
+    }
 }

@@ -1,0 +1,80 @@
+//! The few numbers a person reads at a glance after a run, as a comfy-table.
+
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+use comfy_table::Table;
+
+use super::fmt::{f1, pct, ratio};
+use crate::analysis::Summary;
+
+/// A compact table: requests ok/failed, TTFT p50/p95, E2E p50, output tok/s, first/later TTFT
+/// ratio and cache reuse. Simulated and interrupted runs say so on the first lines.
+pub fn console_summary(summary: &Summary) -> String {
+    let mut out = String::new();
+    if summary.run.simulated {
+        out.push_str("SIMULATED run (turnbench sim): numbers describe the simulator, not a real model\n");
+    }
+    if summary.run.interrupted {
+        out.push_str("INTERRUPTED: partial results\n");
+    }
+    let q = &summary.requests;
+    let o = &summary.overall;
+    let ttft = o.ttft_ms.as_ref();
+    let f = &summary.first_vs_later;
+    let mut requests = format!("{} ok / {} failed ({} success)", q.ok, q.failed, pct(q.success_pct));
+    if q.warmup > 0 {
+        requests.push_str(&format!(", {} warm-up excluded", q.warmup));
+    }
+    if !summary.errors.is_empty() {
+        let kinds: Vec<String> = summary.errors.iter().map(|e| format!("{} {}", e.status.as_str(), e.count)).collect();
+        requests.push_str(&format!("; errors: {}", kinds.join(", ")));
+    }
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(vec!["metric", "value"]);
+    table.add_row(vec!["requests".to_string(), requests]);
+    table.add_row(vec![
+        "TTFT p50 / p95 (ms)".to_string(),
+        format!("{} / {}", f1(ttft.map(|s| s.p50)), f1(ttft.map(|s| s.p95))),
+    ]);
+    table.add_row(vec!["E2E p50 (ms)".to_string(), f1(o.e2e_ms.as_ref().map(|s| s.p50))]);
+    table.add_row(vec!["output tok/s p50".to_string(), f1(o.output_tps.as_ref().map(|s| s.p50))]);
+    table.add_row(vec![
+        "TTFT first / later turns (p50)".to_string(),
+        format!(
+            "{} ({} / {} ms)",
+            ratio(f.ratio_p50),
+            f1(f.first.as_ref().map(|g| g.p50_ms)),
+            f1(f.later.as_ref().map(|g| g.p50_ms))
+        ),
+    ]);
+    table.add_row(vec![
+        "prefix-cache reuse".to_string(),
+        format!("{} of prompt tokens", pct(summary.cache.reuse_pct)),
+    ]);
+    out.push_str(&table.to_string());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::summarize;
+    use crate::analysis::tests::{failed, rec};
+    use crate::record::Status;
+    use crate::results::Manifest;
+
+    #[test]
+    fn console_summary_shows_the_headline_numbers() {
+        let records = vec![
+            rec("a", 1, 400.0, 500.0, 1000, 0),
+            rec("a", 2, 100.0, 200.0, 1100, 1000),
+            failed("a", 3, Status::Http5xx, "x"),
+        ];
+        let m = Manifest { simulated: true, ..Default::default() };
+        let text = console_summary(&summarize(&records, &m));
+        assert!(text.starts_with("SIMULATED"), "{text}");
+        assert!(text.contains("2 ok / 1 failed (66.7% success)"), "{text}");
+        assert!(text.contains("http_5xx 1"), "{text}");
+        assert!(text.contains("4.00× (400.0 / 100.0 ms)"), "{text}");
+        assert!(text.contains("47.6% of prompt tokens"), "{text}");
+    }
+}

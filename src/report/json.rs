@@ -1,0 +1,43 @@
+//! `summary.json`: the [`Summary`](crate::analysis::Summary), pretty-printed
+//! (schema: `docs/summary.schema.json`).
+
+use anyhow::Result;
+
+use super::{Exporter, ReportInput, SUMMARY_FILE};
+
+pub struct SummaryJson;
+
+impl Exporter for SummaryJson {
+    fn file_name(&self) -> &'static str {
+        SUMMARY_FILE
+    }
+
+    fn export(&self, input: &ReportInput) -> Result<Vec<u8>> {
+        let mut bytes = serde_json::to_vec_pretty(input.summary)?;
+        bytes.push(b'\n');
+        Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::tests::{failed, rec};
+    use crate::analysis::{summarize, Summary};
+    use crate::record::Status;
+    use crate::results::Manifest;
+
+    #[test]
+    fn summary_json_round_trips() {
+        let records = vec![rec("a", 1, 100.0, 200.0, 100, 0), rec("a", 2, 20.0, 90.0, 150, 96), failed("b", 1, Status::Timeout, "t")];
+        let manifest = Manifest { simulated: true, engine: "sim".into(), ..Default::default() };
+        let summary = summarize(&records, &manifest);
+        let input = ReportInput { records: &records, summary: &summary, manifest: &manifest };
+        let bytes = SummaryJson.export(&input).unwrap();
+        let back: Summary = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(back, summary);
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["schema_version"], 1);
+        assert_eq!(v["errors"][0]["status"], "timeout");
+    }
+}
