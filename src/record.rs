@@ -21,7 +21,10 @@ pub const RECORD_SCHEMA_VERSION: u32 = 1;
 pub enum Status {
     #[default]
     Ok,
+    // `snake_case` alone would give `http4xx`; DESIGN §5 and `as_str` say `http_4xx`.
+    #[serde(rename = "http_4xx", alias = "http4xx")]
     Http4xx,
+    #[serde(rename = "http_5xx", alias = "http5xx")]
     Http5xx,
     Timeout,
     Connect,
@@ -278,4 +281,19 @@ pub fn read_records(path: &Path) -> Result<(Vec<TurnRecord>, Vec<String>)> {
         }
     }
     Ok((records, warnings))
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::*;
+
+    #[test]
+    fn status_serializes_as_its_design_name() {
+        for s in [Status::Ok, Status::Http4xx, Status::Http5xx, Status::Timeout, Status::Connect, Status::Stream] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+            assert_eq!(serde_json::from_value::<Status>(s.as_str().into()).unwrap(), s);
+        }
+        // Records written before the rename still read.
+        assert_eq!(serde_json::from_str::<Status>("\"http5xx\"").unwrap(), Status::Http5xx);
+    }
 }
