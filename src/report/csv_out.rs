@@ -84,7 +84,7 @@ fn to_csv<T>(columns: &[Column<T>], rows: &[T]) -> Result<Vec<u8>> {
     for row in rows {
         w.write_record(columns.iter().map(|(_, f)| f(row)))?;
     }
-    Ok(w.into_inner().map_err(|e| anyhow::anyhow!("csv: {e}"))?)
+    w.into_inner().map_err(|e| anyhow::anyhow!("csv: {}", e.error()))
 }
 
 /// `turns.csv`: every record, warm-ups included (see the `warmup` column).
