@@ -107,7 +107,7 @@ fn render(input: &ReportInput) -> Result<String> {
     writeln!(out, "\n## Headline\n")?;
     writeln!(
         out,
-        "Requests: **{} measured**, {} ok, **{} failed** ({} success); {} warm-up requests excluded \
+        "Requests: **{} measured**, {} ok, **{} failed** ({} success); {} warm-up request(s) excluded \
          from statistics. Latency and token statistics below are over the {} successful measured \
          requests.\n",
         q.measured,
