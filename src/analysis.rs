@@ -393,9 +393,7 @@ fn run_info(m: &Manifest) -> RunInfo {
 fn errors(measured: &[&TurnRecord]) -> Vec<ErrorCount> {
     let mut by_kind: BTreeMap<Status, ErrorCount> = BTreeMap::new();
     for r in measured.iter().filter(|r| !r.status.is_ok()) {
-        let e = by_kind
-            .entry(r.status)
-            .or_insert(ErrorCount { status: r.status, count: 0, example: None });
+        let e = by_kind.entry(r.status).or_insert(ErrorCount { status: r.status, count: 0, example: None });
         e.count += 1;
         if e.example.is_none() {
             e.example = r.error.clone();
@@ -537,10 +535,7 @@ type ConvKey<'a> = (u32, Option<&'a str>, Option<u32>, &'a str);
 fn conversations(measured: &[&TurnRecord]) -> Vec<ConversationStats> {
     let mut groups: BTreeMap<ConvKey, Vec<&TurnRecord>> = BTreeMap::new();
     for r in measured {
-        groups
-            .entry((r.test, r.level.as_deref(), r.session, r.conversation_id.as_str()))
-            .or_default()
-            .push(r);
+        groups.entry((r.test, r.level.as_deref(), r.session, r.conversation_id.as_str())).or_default().push(r);
     }
     groups
         .into_iter()

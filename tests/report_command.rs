@@ -26,7 +26,13 @@ fn ok_record(conv: &str, turn: u32, ttft: f64, prompt: u64, cached: u64) -> Turn
         turn,
         level: Some("c1".into()),
         session: Some(0),
-        rag_phase: Some(if turn == 1 { RagPhase::Before } else if turn == 2 { RagPhase::With } else { RagPhase::After }),
+        rag_phase: Some(if turn == 1 {
+            RagPhase::Before
+        } else if turn == 2 {
+            RagPhase::With
+        } else {
+            RagPhase::After
+        }),
         rag_actions: if turn == 2 { vec!["inject:doc-a@system".into()] } else { vec![] },
         max_tokens: 64,
         derived: timing.derive(usage.completion_tokens),

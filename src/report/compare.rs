@@ -150,12 +150,14 @@ mod tests {
 
     #[test]
     fn compares_turn_by_turn() {
-        let a = summarize(
-            &[rec("x", 1, 400.0, 500.0, 1000, 0), rec("x", 2, 50.0, 150.0, 1100, 992)],
-            &Manifest::default(),
-        );
+        let a =
+            summarize(&[rec("x", 1, 400.0, 500.0, 1000, 0), rec("x", 2, 50.0, 150.0, 1100, 992)], &Manifest::default());
         let b = summarize(
-            &[rec("x", 1, 400.0, 500.0, 1000, 0), rec("x", 2, 200.0, 300.0, 1100, 0), rec("x", 3, 210.0, 300.0, 1200, 0)],
+            &[
+                rec("x", 1, 400.0, 500.0, 1000, 0),
+                rec("x", 2, 200.0, 300.0, 1100, 0),
+                rec("x", 3, 210.0, 300.0, 1200, 0),
+            ],
             &Manifest { simulated: true, ..Default::default() },
         );
         let c = compare("on", &a, "off", &b);

@@ -46,10 +46,7 @@ pub fn console_summary(summary: &Summary) -> String {
             f1(f.later.as_ref().map(|g| g.p50_ms))
         ),
     ]);
-    table.add_row(vec![
-        "prefix-cache reuse".to_string(),
-        format!("{} of prompt tokens", pct(summary.cache.reuse_pct)),
-    ]);
+    table.add_row(vec!["prefix-cache reuse".to_string(), format!("{} of prompt tokens", pct(summary.cache.reuse_pct))]);
     out.push_str(&table.to_string());
     out
 }

@@ -156,7 +156,11 @@ mod tests {
 
     #[test]
     fn conversations_csv_has_a_row_per_conversation() {
-        let records = vec![rec("a", 1, 100.0, 200.0, 100, 0), rec("a", 2, 20.0, 90.0, 150, 96), failed("a", 3, Status::Timeout, "t")];
+        let records = vec![
+            rec("a", 1, 100.0, 200.0, 100, 0),
+            rec("a", 2, 20.0, 90.0, 150, 96),
+            failed("a", 3, Status::Timeout, "t"),
+        ];
         let summary = summarize(&records, &Manifest::default());
         let input = ReportInput { records: &records, summary: &summary, manifest: &Manifest::default() };
         let bytes = ConversationsCsv.export(&input).unwrap();

@@ -29,7 +29,11 @@ mod tests {
 
     #[test]
     fn summary_json_round_trips() {
-        let records = vec![rec("a", 1, 100.0, 200.0, 100, 0), rec("a", 2, 20.0, 90.0, 150, 96), failed("b", 1, Status::Timeout, "t")];
+        let records = vec![
+            rec("a", 1, 100.0, 200.0, 100, 0),
+            rec("a", 2, 20.0, 90.0, 150, 96),
+            failed("b", 1, Status::Timeout, "t"),
+        ];
         let manifest = Manifest { simulated: true, engine: "sim".into(), ..Default::default() };
         let summary = summarize(&records, &manifest);
         let input = ReportInput { records: &records, summary: &summary, manifest: &manifest };

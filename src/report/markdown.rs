@@ -11,8 +11,7 @@ use crate::analysis::{record_reuse_pct, Stats};
 use crate::results::Manifest;
 
 /// Said at the top of every report of a simulator run.
-pub const SIMULATED_BANNER: &str =
-    "Simulated run (turnbench sim): numbers describe the simulator, not a real model";
+pub const SIMULATED_BANNER: &str = "Simulated run (turnbench sim): numbers describe the simulator, not a real model";
 
 /// Said at the top of the report of an interrupted run.
 pub const INTERRUPTED_BANNER: &str = "Interrupted: partial results";
@@ -32,10 +31,8 @@ impl Exporter for MarkdownReport {
 /// The selection settings of the run, when the manifest's `settings` carries them.
 fn selection(m: &Manifest) -> String {
     const KEYS: &[&str] = &["selection", "select", "suite", "conversations", "tags", "max_context", "limit"];
-    let parts: Vec<String> = KEYS
-        .iter()
-        .filter_map(|k| m.settings.get(*k).filter(|v| !v.is_null()).map(|v| format!("{k}={v}")))
-        .collect();
+    let parts: Vec<String> =
+        KEYS.iter().filter_map(|k| m.settings.get(*k).filter(|v| !v.is_null()).map(|v| format!("{k}={v}"))).collect();
     if parts.is_empty() {
         "see command line".to_string()
     } else {
@@ -175,7 +172,17 @@ fn render(input: &ReportInput) -> Result<String> {
         })
         .collect();
     out.push_str(&md_table(
-        &["Turn", "n", "ok", "TTFT p50 ms", "TTFT mean ms", "E2E p50 ms", "prompt tok mean", "cached tok mean", "reuse"],
+        &[
+            "Turn",
+            "n",
+            "ok",
+            "TTFT p50 ms",
+            "TTFT mean ms",
+            "E2E p50 ms",
+            "prompt tok mean",
+            "cached tok mean",
+            "reuse",
+        ],
         &rows,
     ));
 
@@ -259,7 +266,18 @@ fn render(input: &ReportInput) -> Result<String> {
         })
         .collect();
     out.push_str(&md_table(
-        &["Conversation", "Turn", "status", "prompt", "expected reusable", "cached", "reuse", "server hits/queries", "TTFT ms", "flag"],
+        &[
+            "Conversation",
+            "Turn",
+            "status",
+            "prompt",
+            "expected reusable",
+            "cached",
+            "reuse",
+            "server hits/queries",
+            "TTFT ms",
+            "flag",
+        ],
         &rows,
     ));
 
@@ -311,7 +329,8 @@ mod tests {
         let mut r2 = rec("conv-a", 2, 50.0, 150.0, 1100, 992);
         r2.cache.flag = Some(ReuseFlag::Eviction);
         r2.rag_phase = Some(RagPhase::With);
-        let records = vec![rec("conv-a", 1, 400.0, 500.0, 1000, 0), r2, failed("conv-b", 1, Status::Http5xx, "503 | busy")];
+        let records =
+            vec![rec("conv-a", 1, 400.0, 500.0, 1000, 0), r2, failed("conv-b", 1, Status::Http5xx, "503 | busy")];
         let summary = summarize(&records, m);
         let input = ReportInput { records: &records, summary: &summary, manifest: m };
         String::from_utf8(MarkdownReport.export(&input).unwrap()).unwrap()

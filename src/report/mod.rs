@@ -55,9 +55,7 @@ pub fn write_reports(dir: &Path, records: &[TurnRecord], manifest: &Manifest) ->
     let summary = summarize(records, manifest);
     let input = ReportInput { records, summary: &summary, manifest };
     for exporter in all_exporters() {
-        let bytes = exporter
-            .export(&input)
-            .with_context(|| format!("cannot build {}", exporter.file_name()))?;
+        let bytes = exporter.export(&input).with_context(|| format!("cannot build {}", exporter.file_name()))?;
         write_atomic(&dir.join(exporter.file_name()), &bytes)?;
     }
     Ok(summary)
@@ -96,9 +94,7 @@ pub fn load_run(dir: &Path) -> Result<LoadedRun> {
 fn folder_name(dir: &Path) -> String {
     let canonical = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
     let name = canonical.file_name().and_then(|n| n.to_str()).unwrap_or("other");
-    name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' })
-        .collect()
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' }).collect()
 }
 
 /// File name of the comparison written into DIR: `compare-<other folder name>.md`.
