@@ -72,6 +72,10 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 900.0, value_name = "SECS")]
     pub request_timeout: f64,
 
+    /// Do not send vLLM's `ignore_eos` (answers may then end early; lengths vary run to run).
+    #[arg(long)]
+    pub no_ignore_eos: bool,
+
     /// Folder under which the timestamped results folder is created.
     #[arg(long, default_value = "results", value_name = "DIR")]
     pub results_dir: PathBuf,

@@ -13,11 +13,18 @@ impl UsageError {
     }
 }
 
-/// 2 when any error in the chain is a [`UsageError`], else 1.
+/// 2 when any error in the chain is a [`UsageError`], 130 for [`Interrupted`], else 1.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     if err.chain().any(|c| c.is::<UsageError>()) {
         2
+    } else if err.chain().any(|c| c.is::<Interrupted>()) {
+        130
     } else {
         1
     }
 }
+
+/// The run was stopped by Ctrl-C; partial reports were written. Exit code 130.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted: partial results written to {0}")]
+pub struct Interrupted(pub String);

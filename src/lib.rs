@@ -13,6 +13,7 @@ pub mod record;
 pub mod replay;
 pub mod report;
 pub mod results;
+pub mod runner;
 pub mod sim;
 pub mod workload;
 
@@ -26,7 +27,7 @@ pub use error::UsageError;
 /// Runs one turnbench command.
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Run(args) => replay::run_command(args).await,
+        Command::Run(args) => runner::run_command(args).await,
         Command::Report(args) => report::report_command(args),
         Command::Sim(args) => sim::serve_command(args).await,
     }

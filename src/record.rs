@@ -22,9 +22,9 @@ pub enum Status {
     #[default]
     Ok,
     // `snake_case` alone would give `http4xx`; DESIGN §5 and `as_str` say `http_4xx`.
-    #[serde(rename = "http_4xx", alias = "http4xx")]
+    #[serde(rename = "http_4xx")]
     Http4xx,
-    #[serde(rename = "http_5xx", alias = "http5xx")]
+    #[serde(rename = "http_5xx")]
     Http5xx,
     Timeout,
     Connect,
@@ -283,6 +283,31 @@ pub fn read_records(path: &Path) -> Result<(Vec<TurnRecord>, Vec<String>)> {
     Ok((records, warnings))
 }
 
+/// Where completed records go: appended to `turns.jsonl` at once and kept in memory for the
+/// reports. Cloneable so concurrent sessions can share it.
+#[derive(Clone)]
+pub struct Recorder {
+    inner: std::sync::Arc<std::sync::Mutex<(RecordSink, Vec<TurnRecord>)>>,
+}
+
+impl Recorder {
+    pub fn new(sink: RecordSink) -> Self {
+        Self { inner: std::sync::Arc::new(std::sync::Mutex::new((sink, Vec::new()))) }
+    }
+
+    pub fn record(&self, record: TurnRecord) -> Result<()> {
+        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        guard.0.append(&record)?;
+        guard.1.push(record);
+        Ok(())
+    }
+
+    /// Every record so far, in completion order.
+    pub fn records(&self) -> Vec<TurnRecord> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).1.clone()
+    }
+}
+
 #[cfg(test)]
 mod status_tests {
     use super::*;
@@ -293,7 +318,5 @@ mod status_tests {
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
             assert_eq!(serde_json::from_value::<Status>(s.as_str().into()).unwrap(), s);
         }
-        // Records written before the rename still read.
-        assert_eq!(serde_json::from_str::<Status>("\"http5xx\"").unwrap(), Status::Http5xx);
     }
 }

@@ -1,1 +1,3 @@
 //! What turnbench observes beside the requests: the server's /metrics.
+
+pub mod server;

@@ -28,13 +28,19 @@ impl Exporter for MarkdownReport {
     }
 }
 
-/// The selection settings of the run, when the manifest's `settings` carries them.
+/// The selection flags of the run (`settings.selection` in the manifest) that were set.
 fn selection(m: &Manifest) -> String {
-    const KEYS: &[&str] = &["selection", "select", "suite", "conversations", "tags", "max_context", "limit"];
-    let parts: Vec<String> =
-        KEYS.iter().filter_map(|k| m.settings.get(*k).filter(|v| !v.is_null()).map(|v| format!("{k}={v}"))).collect();
+    let parts: Vec<String> = m
+        .settings
+        .get("selection")
+        .and_then(|v| v.as_object())
+        .into_iter()
+        .flatten()
+        .filter(|(_, v)| !(v.is_null() || v.as_array().is_some_and(|a| a.is_empty())))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     if parts.is_empty() {
-        "see command line".to_string()
+        "whole suite".to_string()
     } else {
         parts.join(", ")
     }

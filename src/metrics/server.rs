@@ -1,0 +1,153 @@
+//! The server's own view: vLLM's Prometheus `/metrics`, parsed with `openmetrics-parser`.
+//!
+//! Counters are read as totals and subtracted per turn ([`PrefixCacheDelta`]); that is exact only
+//! while one request is in flight, which is how the single-user replay runs.
+
+use anyhow::{Context, Result};
+use openmetrics_parser::{prometheus::parse_prometheus, PrometheusValue};
+
+pub const PREFIX_CACHE_QUERIES: &str = "vllm:prefix_cache_queries_total";
+pub const PREFIX_CACHE_HITS: &str = "vllm:prefix_cache_hits_total";
+pub const CACHE_CONFIG_INFO: &str = "vllm:cache_config_info";
+pub const KV_CACHE_USAGE: &str = "vllm:kv_cache_usage_perc";
+pub const REQUESTS_RUNNING: &str = "vllm:num_requests_running";
+pub const REQUESTS_WAITING: &str = "vllm:num_requests_waiting";
+
+/// One scrape of `/metrics`, reduced to what turnbench uses. Values are summed over label sets
+/// (vLLM labels every series with `engine` and `model_name`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServerSnapshot {
+    pub prefix_cache_queries: Option<f64>,
+    pub prefix_cache_hits: Option<f64>,
+    pub kv_cache_usage: Option<f64>,
+    pub requests_running: Option<f64>,
+    pub requests_waiting: Option<f64>,
+    /// From `vllm:cache_config_info{block_size=..}`.
+    pub block_size: Option<u64>,
+    /// From `vllm:cache_config_info{enable_prefix_caching=..}`.
+    pub prefix_caching: Option<bool>,
+}
+
+/// Counter movement of the prefix cache between two scrapes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrefixCacheDelta {
+    pub hits: u64,
+    pub queries: u64,
+}
+
+impl ServerSnapshot {
+    /// Parses a Prometheus text exposition.
+    pub fn parse(text: &str) -> Result<Self> {
+        let exposition = parse_prometheus(text).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let sum = |name: &str| -> Option<f64> {
+            // prometheus_client names a counter family either with or without `_total`.
+            let family = exposition
+                .families
+                .get(name)
+                .or_else(|| exposition.families.get(name.trim_end_matches("_total")))?;
+            let mut total = None;
+            for sample in family.iter_samples() {
+                let v = match &sample.value {
+                    PrometheusValue::Counter(c) => c.value.as_f64(),
+                    PrometheusValue::Gauge(n) | PrometheusValue::Unknown(n) => n.as_f64(),
+                    _ => continue,
+                };
+                *total.get_or_insert(0.0) += v;
+            }
+            total
+        };
+        let mut snapshot = ServerSnapshot {
+            prefix_cache_queries: sum(PREFIX_CACHE_QUERIES),
+            prefix_cache_hits: sum(PREFIX_CACHE_HITS),
+            kv_cache_usage: sum(KV_CACHE_USAGE),
+            requests_running: sum(REQUESTS_RUNNING),
+            requests_waiting: sum(REQUESTS_WAITING),
+            ..Default::default()
+        };
+        if let Some(family) = exposition.families.get(CACHE_CONFIG_INFO) {
+            if let Some(sample) = family.iter_samples().next() {
+                let labels = sample.get_labelset().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                snapshot.block_size = labels.get_label_value("block_size").and_then(|v| v.parse().ok());
+                snapshot.prefix_caching = labels
+                    .get_label_value("enable_prefix_caching")
+                    .map(|v| v.eq_ignore_ascii_case("true"));
+            }
+        }
+        Ok(snapshot)
+    }
+
+    /// Prefix-cache counters moved from `before` to `self`; `None` when either scrape lacks them.
+    pub fn prefix_cache_delta(&self, before: &ServerSnapshot) -> Option<PrefixCacheDelta> {
+        let d = |now: Option<f64>, then: Option<f64>| Some((now? - then?).max(0.0).round() as u64);
+        Some(PrefixCacheDelta {
+            hits: d(self.prefix_cache_hits, before.prefix_cache_hits)?,
+            queries: d(self.prefix_cache_queries, before.prefix_cache_queries)?,
+        })
+    }
+}
+
+/// Scrapes `/metrics` of a server. Errors when the endpoint is missing or not Prometheus text.
+pub async fn scrape(http: &reqwest::Client, base_url: &str, api_key: Option<&str>) -> Result<ServerSnapshot> {
+    let url = format!("{}/metrics", base_url.trim_end_matches('/'));
+    let mut req = http.get(&url);
+    if let Some(key) = api_key {
+        req = req.bearer_auth(key);
+    }
+    let resp = req.send().await.with_context(|| format!("GET {url}"))?;
+    let status = resp.status();
+    anyhow::ensure!(status.is_success(), "GET {url}: HTTP {status}");
+    let text = resp.text().await.with_context(|| format!("GET {url}: reading body"))?;
+    ServerSnapshot::parse(&text).with_context(|| format!("GET {url}: not Prometheus text"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Shaped like vLLM 0.32's exposition (prometheus_client): counters typed with `_total`,
+    // `_created` gauges beside them, labels on every series.
+    const VLLM_TEXT: &str = r#"# HELP vllm:prefix_cache_queries_total Prefix cache queries, in terms of number of queried tokens.
+# TYPE vllm:prefix_cache_queries_total counter
+vllm:prefix_cache_queries_total{engine="0",model_name="tiny"} 589.0
+# HELP vllm:prefix_cache_queries_created Prefix cache queries, in terms of number of queried tokens.
+# TYPE vllm:prefix_cache_queries_created gauge
+vllm:prefix_cache_queries_created{engine="0",model_name="tiny"} 1.7e+09
+# HELP vllm:prefix_cache_hits_total Prefix cache hits, in terms of number of cached tokens.
+# TYPE vllm:prefix_cache_hits_total counter
+vllm:prefix_cache_hits_total{engine="0",model_name="tiny"} 480.0
+# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.
+# TYPE vllm:kv_cache_usage_perc gauge
+vllm:kv_cache_usage_perc{engine="0",model_name="tiny"} 0.25
+# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig
+# TYPE vllm:cache_config_info gauge
+vllm:cache_config_info{block_size="32",cache_dtype="auto",enable_prefix_caching="True",engine="0",num_gpu_blocks="910"} 1.0
+# HELP vllm:time_to_first_token_seconds Histogram of time to first token in seconds.
+# TYPE vllm:time_to_first_token_seconds histogram
+vllm:time_to_first_token_seconds_bucket{engine="0",le="0.001",model_name="tiny"} 0.0
+vllm:time_to_first_token_seconds_bucket{engine="0",le="+Inf",model_name="tiny"} 2.0
+vllm:time_to_first_token_seconds_count{engine="0",model_name="tiny"} 2.0
+vllm:time_to_first_token_seconds_sum{engine="0",model_name="tiny"} 0.04
+"#;
+
+    #[test]
+    fn parses_vllm_names_with_colons_and_cache_config() {
+        let s = ServerSnapshot::parse(VLLM_TEXT).unwrap();
+        assert_eq!(s.prefix_cache_queries, Some(589.0));
+        assert_eq!(s.prefix_cache_hits, Some(480.0));
+        assert_eq!(s.kv_cache_usage, Some(0.25));
+        assert_eq!(s.block_size, Some(32));
+        assert_eq!(s.prefix_caching, Some(true));
+        assert_eq!(s.requests_running, None);
+    }
+
+    #[test]
+    fn delta_needs_both_scrapes() {
+        let before = ServerSnapshot::parse(VLLM_TEXT).unwrap();
+        let after = ServerSnapshot::parse(
+            &VLLM_TEXT.replace("} 589.0", "} 1200.0").replace("} 480.0", "} 960.0"),
+        )
+        .unwrap();
+        assert_eq!(after.prefix_cache_delta(&before), Some(PrefixCacheDelta { hits: 480, queries: 611 }));
+        assert_eq!(after.prefix_cache_delta(&ServerSnapshot::default()), None);
+    }
+}
