@@ -126,8 +126,8 @@ pub async fn select(suite: &Suite, args: &SelectionArgs, counter: &TokenCounter)
     Ok(Selection { chosen, dropped, estimated: counter.is_estimate() })
 }
 
-fn filter<'a>(
-    remaining: &mut Vec<&'a Conversation>,
+fn filter(
+    remaining: &mut Vec<&Conversation>,
     dropped: &mut Vec<Dropped>,
     steps: &mut Vec<String>,
     flag: &str,
