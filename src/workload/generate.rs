@@ -141,6 +141,21 @@ const ENDPOINTS: &[&str] = &[
     "/healthz",
     "/v2/payments/capture",
 ];
+/// Endpoints a service plausibly serves (the gateway serves all of them).
+fn endpoint_of(service: &str, rng: &mut SplitMix64) -> &'static str {
+    let own: &[&str] = match service {
+        "auth-service" => &["/v1/login", "/v1/token/refresh"],
+        "billing-worker" => &["/v1/invoices/{id}/pdf", "/v2/payments/capture"],
+        "inventory-api" => &["/v2/inventory/reserve", "/healthz"],
+        "search-indexer" => &["/v2/search", "/healthz"],
+        "checkout-api" => &["/v2/orders", "/v2/orders/{id}", "/v2/cart/items", "/v2/payments/capture"],
+        "session-cache" => &["/v1/token/refresh", "/v2/cart/items"],
+        "notification-svc" => &["/healthz"],
+        _ => ENDPOINTS,
+    };
+    rng.pick(own)
+}
+
 const METHODS: &[&str] = &["GET", "GET", "GET", "POST", "POST", "PUT", "DELETE"];
 const REGIONS: &[&str] = &["eu-west-1", "us-east-2", "ap-south-1"];
 const HOSTS: &[&str] = &["node-a3", "node-b1", "node-b7", "node-c2", "node-c5"];
@@ -164,7 +179,7 @@ fn log(out: &mut String, target: usize, rng: &mut SplitMix64) {
         let error_rate = if incident { 25 } else { 3 };
         if roll < 70 {
             let method = rng.pick(METHODS);
-            let path = rng.pick(ENDPOINTS);
+            let path = endpoint_of(service, rng);
             let status = if rng.below(100) < error_rate {
                 *[500u16, 502, 503, 504, 429].get(rng.below(5) as usize).unwrap_or(&500)
             } else if rng.chance(4) {
@@ -264,18 +279,28 @@ const RESOURCES: &[&str] = &[
     "order", "invoice", "customer", "shipment", "product", "warehouse", "coupon", "refund", "subscription",
     "webhook", "api_key", "audit_event", "payment", "return", "supplier",
 ];
-const FIELD_TYPES: &[(&str, &str)] = &[
-    ("string", ""),
-    ("string", "date-time"),
-    ("integer", "int64"),
-    ("number", "double"),
-    ("boolean", ""),
-    ("string", "uuid"),
-];
-const FIELD_NAMES: &[&str] = &[
-    "status", "created_at", "updated_at", "amount", "currency", "quantity", "external_ref", "notes",
-    "priority", "region", "owner_id", "expires_at", "is_active", "total", "discount", "tax_rate", "sku",
-    "email", "locale", "version",
+/// Field name, JSON type, format (empty for none).
+const FIELDS: &[(&str, &str, &str)] = &[
+    ("status", "string", ""),
+    ("created_at", "string", "date-time"),
+    ("updated_at", "string", "date-time"),
+    ("amount", "number", "double"),
+    ("currency", "string", ""),
+    ("quantity", "integer", "int32"),
+    ("external_ref", "string", ""),
+    ("notes", "string", ""),
+    ("priority", "integer", "int32"),
+    ("region", "string", ""),
+    ("owner_id", "string", "uuid"),
+    ("expires_at", "string", "date-time"),
+    ("is_active", "boolean", ""),
+    ("total", "number", "double"),
+    ("discount", "number", "double"),
+    ("tax_rate", "number", "float"),
+    ("sku", "string", ""),
+    ("email", "string", "email"),
+    ("locale", "string", ""),
+    ("version", "integer", "int64"),
 ];
 
 fn api_spec(out: &mut String, target: usize, rng: &mut SplitMix64) {
@@ -295,9 +320,11 @@ fn api_spec(out: &mut String, target: usize, rng: &mut SplitMix64) {
             let name = if round == 0 { resource.to_string() } else { format!("{resource}_v{}", round + 2) };
             let schema = camel(&name);
             let plural = format!("{name}s");
+            let vowel = name.starts_with(['a', 'e', 'i', 'o', 'u']);
+            let (article, cap_article) = if vowel { ("an", "An") } else { ("a", "A") };
             let _ = write!(
                 out,
-                "  /{plural}:\n    get:\n      operationId: list{schema}s\n      summary: List {name} records, newest first.\n      tags: [{resource}]\n      parameters:\n        - name: limit\n          in: query\n          schema: {{ type: integer, minimum: 1, maximum: {}, default: 50 }}\n        - name: cursor\n          in: query\n          schema: {{ type: string }}\n      responses:\n        '200':\n          description: A page of {name} records.\n          content:\n            application/json:\n              schema:\n                type: object\n                properties:\n                  data: {{ type: array, items: {{ $ref: '#/components/schemas/{schema}' }} }}\n                  next_cursor: {{ type: string, nullable: true }}\n        '401': {{ $ref: '#/components/responses/Unauthorized' }}\n        '429': {{ $ref: '#/components/responses/RateLimited' }}\n    post:\n      operationId: create{schema}\n      summary: Create a {name}.\n      requestBody:\n        required: true\n        content:\n          application/json:\n            schema: {{ $ref: '#/components/schemas/{schema}' }}\n      responses:\n        '201': {{ description: Created. }}\n        '409': {{ description: A {name} with this external_ref already exists. }}\n        '422': {{ $ref: '#/components/responses/ValidationFailed' }}\n  /{plural}/{{id}}:\n    get:\n      operationId: get{schema}\n      parameters:\n        - {{ name: id, in: path, required: true, schema: {{ type: string, format: uuid }} }}\n      responses:\n        '200': {{ description: The {name}. }}\n        '404': {{ $ref: '#/components/responses/NotFound' }}\n    {}:\n      operationId: {}{schema}\n      responses:\n        '{}': {{ description: Done. }}\n",
+                "  /{plural}:\n    get:\n      operationId: list{schema}s\n      summary: List {name} records, newest first.\n      tags: [{resource}]\n      parameters:\n        - name: limit\n          in: query\n          schema: {{ type: integer, minimum: 1, maximum: {}, default: 50 }}\n        - name: cursor\n          in: query\n          schema: {{ type: string }}\n      responses:\n        '200':\n          description: A page of {name} records.\n          content:\n            application/json:\n              schema:\n                type: object\n                properties:\n                  data: {{ type: array, items: {{ $ref: '#/components/schemas/{schema}' }} }}\n                  next_cursor: {{ type: string, nullable: true }}\n        '401': {{ $ref: '#/components/responses/Unauthorized' }}\n        '429': {{ $ref: '#/components/responses/RateLimited' }}\n    post:\n      operationId: create{schema}\n      summary: Create {article} {name}.\n      requestBody:\n        required: true\n        content:\n          application/json:\n            schema: {{ $ref: '#/components/schemas/{schema}' }}\n      responses:\n        '201': {{ description: Created. }}\n        '409': {{ description: {cap_article} {name} with this external_ref already exists. }}\n        '422': {{ $ref: '#/components/responses/ValidationFailed' }}\n  /{plural}/{{id}}:\n    get:\n      operationId: get{schema}\n      parameters:\n        - {{ name: id, in: path, required: true, schema: {{ type: string, format: uuid }} }}\n      responses:\n        '200': {{ description: The {name}. }}\n        '404': {{ $ref: '#/components/responses/NotFound' }}\n    {}:\n      operationId: {}{schema}\n      responses:\n        '{}': {{ description: Done. }}\n",
                 [100, 200, 500, 1000][rng.below(4) as usize],
                 if rng.chance(50) { "patch" } else { "delete" },
                 if rng.chance(50) { "update" } else { "remove" },
@@ -307,17 +334,16 @@ fn api_spec(out: &mut String, target: usize, rng: &mut SplitMix64) {
             let n = 4 + rng.below(8) as usize;
             let mut fields = Vec::with_capacity(n);
             for _ in 0..n {
-                let f = FIELD_NAMES[rng.below(FIELD_NAMES.len() as u64) as usize];
+                let f = FIELDS[rng.below(FIELDS.len() as u64) as usize];
                 if !fields.contains(&f) {
                     fields.push(f);
                 }
             }
-            for f in fields.iter().take(2) {
+            for (f, _, _) in fields.iter().take(2) {
                 let _ = write!(schemas, ", {f}");
             }
             schemas.push_str("]\n      properties:\n        id: { type: string, format: uuid, readOnly: true }\n");
-            for f in &fields {
-                let (ty, format) = FIELD_TYPES[rng.below(FIELD_TYPES.len() as u64) as usize];
+            for (f, ty, format) in &fields {
                 if format.is_empty() {
                     let _ = writeln!(schemas, "        {f}: {{ type: {ty} }}");
                 } else {
