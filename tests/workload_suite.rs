@@ -70,6 +70,18 @@ async fn real_suite_loads_quickly_and_spans_every_context_class() {
     let selection = select(&suite, &args(), &TokenCounter::Estimate).await.expect("selects");
     eprintln!("{}", render_listing(&selection));
     assert_eq!(selection.chosen.len(), suite.conversations.len());
+    // Tags agree with the data: `rag` iff RAG actions, `long` ~15K-64K+, `ultra` ~128K.
+    for c in &selection.chosen {
+        let id = &c.conversation.id;
+        assert_eq!(c.conversation.has_tag("rag"), c.conversation.uses_rag(), "{id}: rag tag vs RAG actions");
+        if c.conversation.has_tag("ultra") {
+            assert!(c.peak_tokens >= 83_000, "{id}: ultra but peak {}", c.peak_tokens);
+        } else if c.conversation.has_tag("long") {
+            assert!((9_750..83_000).contains(&c.peak_tokens), "{id}: long but peak {}", c.peak_tokens);
+        } else {
+            assert!(c.peak_tokens < 9_750, "{id}: peak {} needs the long tag", c.peak_tokens);
+        }
+    }
     for class in [800u64, 2_500, 7_000, 15_000, 32_000, 64_000, 128_000] {
         let lo = class as f64 * 0.65;
         let hi = class as f64 * 1.35;
