@@ -5,6 +5,7 @@
 //! generated attachments are expanded to text at load time, so the replayer never looks
 //! anything up.
 
+pub mod generate;
 pub mod load;
 pub mod prompt;
 pub mod select;

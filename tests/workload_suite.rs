@@ -1,0 +1,93 @@
+//! The real suite in `data/`: loads, has the promised shape, and spans every context class.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use turnbench::cli::SelectionArgs;
+use turnbench::workload::load::load_suite;
+use turnbench::workload::select::{render_listing, select};
+use turnbench::workload::tokens::TokenCounter;
+use turnbench::workload::{RagAction, RagPosition};
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(name)
+}
+
+fn args() -> SelectionArgs {
+    SelectionArgs {
+        data: data("conversations.json"),
+        rag_data: data("rag_data.json"),
+        include_tags: vec![],
+        exclude_tags: vec![],
+        context_size: None,
+        max_conversations: None,
+        conversations: vec![],
+        list_conversations: false,
+    }
+}
+
+#[tokio::test]
+async fn real_suite_loads_quickly_and_spans_every_context_class() {
+    let start = Instant::now();
+    let suite = load_suite(&data("conversations.json"), &data("rag_data.json")).expect("suite loads");
+    let load_time = start.elapsed();
+    eprintln!("load_suite took {load_time:?}");
+    assert!(load_time.as_secs_f64() < 1.0, "loading took {load_time:?}");
+
+    assert!(suite.conversations.len() >= 14, "{} conversations", suite.conversations.len());
+    for tag in ["qa", "code", "technical", "long", "ultra", "rag"] {
+        assert!(suite.conversations.iter().any(|c| c.has_tag(tag)), "no conversation tagged {tag}");
+    }
+    assert_eq!(suite.sources.len(), 2);
+    assert!(suite.sources.iter().all(|s| s.sha256.len() == 64));
+
+    // RAG coverage: system inject + remove, user inject + remove, several documents, re-injection.
+    let rag: Vec<_> = suite.conversations.iter().filter(|c| c.uses_rag()).collect();
+    assert!(rag.len() >= 4, "{} RAG conversations", rag.len());
+    let actions = |c: &turnbench::workload::Conversation| c.turns.iter().flat_map(|t| t.rag.clone()).collect::<Vec<_>>();
+    let injects_at = |c, pos| {
+        actions(c).iter().any(|a| matches!(a, RagAction::Inject { position, .. } if *position == pos))
+    };
+    let removes = |c| actions(c).iter().any(|a| matches!(a, RagAction::Remove { .. }));
+    assert!(rag.iter().any(|c| injects_at(c, RagPosition::System) && removes(c)));
+    assert!(rag.iter().any(|c| injects_at(c, RagPosition::User) && removes(c)));
+    assert!(rag.iter().any(|c| actions(c).iter().any(|a| matches!(a, RagAction::Inject { documents, .. } if documents.len() >= 2))));
+    let reinjects = |c| {
+        let acts = actions(c);
+        acts.iter().enumerate().any(|(i, a)| match a {
+            RagAction::Remove { ids } => ids.iter().any(|id| {
+                acts[i + 1..].iter().any(|b| matches!(b, RagAction::Inject { documents, .. } if documents.iter().any(|d| &d.id == id)))
+            }),
+            _ => false,
+        })
+    };
+    assert!(rag.iter().any(|c| reinjects(c)), "no conversation removes then re-injects a document");
+    for c in &suite.conversations {
+        assert!((3..=12).contains(&c.turns.len()), "{}: {} turns", c.id, c.turns.len());
+        assert!(c.turns.iter().all(|t| (64..=256).contains(&t.max_tokens)), "{}: max_tokens out of 64..=256", c.id);
+    }
+
+    let selection = select(&suite, &args(), &TokenCounter::Estimate).await.expect("selects");
+    eprintln!("{}", render_listing(&selection));
+    assert_eq!(selection.chosen.len(), suite.conversations.len());
+    // Tags agree with the data: `rag` iff RAG actions, `long` ~15K-64K+, `ultra` ~128K.
+    for c in &selection.chosen {
+        let id = &c.conversation.id;
+        assert_eq!(c.conversation.has_tag("rag"), c.conversation.uses_rag(), "{id}: rag tag vs RAG actions");
+        if c.conversation.has_tag("ultra") {
+            assert!(c.peak_tokens >= 83_000, "{id}: ultra but peak {}", c.peak_tokens);
+        } else if c.conversation.has_tag("long") {
+            assert!((9_750..83_000).contains(&c.peak_tokens), "{id}: long but peak {}", c.peak_tokens);
+        } else {
+            assert!(c.peak_tokens < 9_750, "{id}: peak {} needs the long tag", c.peak_tokens);
+        }
+    }
+    for class in [800u64, 2_500, 7_000, 15_000, 32_000, 64_000, 128_000] {
+        let lo = class as f64 * 0.65;
+        let hi = class as f64 * 1.35;
+        assert!(
+            selection.chosen.iter().any(|c| (lo..=hi).contains(&(c.peak_tokens as f64))),
+            "no conversation peaks within ±35 % of {class} tokens"
+        );
+    }
+}
