@@ -661,6 +661,9 @@ fn sse_response(job: Job) -> Response {
                 if !buf.is_empty() {
                     yield Ok(buf.split().freeze());
                 }
+                // Let the connection write what it has (headers included) before it is cut.
+                tokio::task::yield_now().await;
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
                 yield Err(std::io::Error::other("turnbench sim: injected connection drop (--drop-rate)"));
                 return;
             }
