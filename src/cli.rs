@@ -130,33 +130,37 @@ pub struct SimArgs {
     /// Address to bind.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
-    /// Port to bind; 0 picks a free one. The first line printed is the bound address.
+    /// Port to bind; 0 picks a free one. The first line printed on stdout is the bound base URL.
     #[arg(long, default_value_t = 8000)]
     pub port: u16,
-    /// Model name the simulator serves and echoes in every answer.
-    #[arg(long, default_value = "turnbench-sim")]
-    pub model_name: String,
-    /// Latency profile: a name from configs/sim/ or a path to a TOML file.
+    /// Model name the simulator serves and echoes in every answer [profile default: turnbench-sim].
+    #[arg(long)]
+    pub model_name: Option<String>,
+    /// Settings profile: a built-in name (default, instant, cpu-tiny) or a path to a TOML file.
+    /// Flags override its values. Without it, `default` is used.
     #[arg(long, value_name = "NAME|PATH")]
     pub profile: Option<String>,
-    /// Tokens per KV-cache block (prefix-cache hits count whole blocks).
+    /// Tokens per KV-cache block (prefix-cache hits count whole blocks) [default: 16].
     #[arg(long)]
     pub block_size: Option<u64>,
     /// KV-cache capacity in blocks; least-recently-used blocks are evicted past it.
     #[arg(long)]
     pub kv_cache_blocks: Option<u64>,
-    /// Requests decoded at once; more wait in the queue.
+    /// Requests decoded at once; more wait in the queue (FIFO).
     #[arg(long)]
     pub max_num_seqs: Option<u64>,
     /// Requests allowed to wait; past it the simulator answers 503.
     #[arg(long)]
     pub max_waiting: Option<u64>,
-    /// Longest prompt + answer accepted, in tokens (longer prompts get a 400).
+    /// Longest prompt + answer accepted, in tokens (longer requests get a 400) [default: 32768].
     #[arg(long)]
     pub max_model_len: Option<u64>,
     /// Disable the prefix cache (every prompt is computed from scratch).
     #[arg(long)]
     pub no_prefix_caching: bool,
+    /// Answer length when a request gives no max_tokens (capped by max_model_len − prompt).
+    #[arg(long, value_name = "TOKENS")]
+    pub default_max_tokens: Option<u64>,
     /// Fixed time per request before prefill, in milliseconds.
     #[arg(long, value_name = "MS")]
     pub overhead_ms: Option<f64>,
@@ -172,7 +176,7 @@ pub struct SimArgs {
     /// Probability that a request fails with HTTP 500.
     #[arg(long)]
     pub fail_rate: Option<f64>,
-    /// Probability that a streamed request is cut mid-stream.
+    /// Probability that a streamed request is cut mid-stream (no [DONE]).
     #[arg(long)]
     pub drop_rate: Option<f64>,
     /// Seed for answers and failure injection.
