@@ -32,7 +32,6 @@ impl RunClock {
 
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    pub base_url: String,
     /// Sent as a bearer token; never written anywhere.
     pub api_key: Option<String>,
     pub connect_timeout: Duration,
@@ -45,6 +44,8 @@ pub struct ClientConfig {
 /// One request to send.
 #[derive(Debug, Clone)]
 pub struct ChatRequest<'a> {
+    /// Server base URL, e.g. `http://127.0.0.1:8000`.
+    pub base_url: &'a str,
     pub model: &'a str,
     pub messages: &'a [ChatMessage],
     pub max_tokens: u32,
@@ -144,7 +145,7 @@ impl Client {
         if self.config.ignore_eos {
             body["ignore_eos"] = json!(true);
         }
-        let url = format!("{}/v1/chat/completions", self.config.base_url.trim_end_matches('/'));
+        let url = format!("{}/v1/chat/completions", request.base_url.trim_end_matches('/'));
         self.stream(&url, &body, scheduled_ms).await
     }
 

@@ -142,7 +142,7 @@ pub async fn replay_conversation(
         let prompt_tokens = if server.has_tokenize { tokenize(client, server, &prompt.messages).await } else { None };
         let before = metrics_snapshot(client, server, settings).await;
         let scheduled_ms = client.clock().now_ms();
-        let request = ChatRequest { model: &server.model, messages: &prompt.messages, max_tokens: prompt.max_tokens };
+        let request = ChatRequest { base_url: &server.base_url, model: &server.model, messages: &prompt.messages, max_tokens: prompt.max_tokens };
         let outcome = tokio::select! {
             outcome = client.stream_chat(&request, scheduled_ms) => outcome,
             _ = settings.abort.cancelled() => {

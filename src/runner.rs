@@ -32,7 +32,6 @@ pub async fn run_command(args: RunArgs) -> Result<()> {
     let clock = RunClock::start();
     let client = Client::new(
         ClientConfig {
-            base_url: String::new(),
             api_key: args.api_key.clone(),
             connect_timeout: Duration::from_secs_f64(args.connect_timeout),
             first_token_timeout: Duration::from_secs_f64(args.first_token_timeout),
@@ -205,7 +204,7 @@ async fn run_test(
 async fn warm_up(client: &Client, server: &ServerInfo, recorder: &Recorder, test: u32, count: u32) -> Result<()> {
     for n in 0..count {
         let messages = [ChatMessage::new("user", format!("Warm-up request {n}: reply with a short greeting."))];
-        let request = ChatRequest { model: &server.model, messages: &messages, max_tokens: 8 };
+        let request = ChatRequest { base_url: &server.base_url, model: &server.model, messages: &messages, max_tokens: 8 };
         let outcome = client.stream_chat(&request, client.clock().now_ms()).await;
         let record = TurnRecord {
             test,

@@ -13,6 +13,26 @@ pub const KV_CACHE_USAGE: &str = "vllm:kv_cache_usage_perc";
 pub const REQUESTS_RUNNING: &str = "vllm:num_requests_running";
 pub const REQUESTS_WAITING: &str = "vllm:num_requests_waiting";
 
+const FAMILIES: [&str; 6] =
+    [PREFIX_CACHE_QUERIES, PREFIX_CACHE_HITS, CACHE_CONFIG_INFO, KV_CACHE_USAGE, REQUESTS_RUNNING, REQUESTS_WAITING];
+
+/// The lines of `text` (samples, `# HELP`, `# TYPE`) that belong to one of `families`.
+fn keep_families(text: &str, families: &[&str]) -> String {
+    let mut out = String::with_capacity(2048);
+    for line in text.lines() {
+        let name = match line.strip_prefix("# HELP ").or_else(|| line.strip_prefix("# TYPE ")) {
+            Some(rest) => rest.split_whitespace().next(),
+            None if line.starts_with('#') => None,
+            None => line.split(['{', ' ']).next(),
+        };
+        if name.is_some_and(|n| families.contains(&n)) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// One scrape of `/metrics`, reduced to what turnbench uses. Values are summed over label sets
 /// (vLLM labels every series with `engine` and `model_name`).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -36,9 +56,11 @@ pub struct PrefixCacheDelta {
 }
 
 impl ServerSnapshot {
-    /// Parses a Prometheus text exposition.
+    /// Parses a Prometheus text exposition. Only the families turnbench reads are handed to the
+    /// parser, so a quirk in any other family (servers expose hundreds) cannot hide these.
     pub fn parse(text: &str) -> Result<Self> {
-        let exposition = parse_prometheus(text).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let wanted = keep_families(text, &FAMILIES);
+        let exposition = parse_prometheus(&wanted).map_err(|e| anyhow::anyhow!("{e:?}"))?;
         let sum = |name: &str| -> Option<f64> {
             // prometheus_client names a counter family either with or without `_total`.
             let family = exposition
@@ -141,6 +163,14 @@ vllm:time_to_first_token_seconds_sum{engine="0",model_name="tiny"} 0.04
     }
 
     #[test]
+    fn other_families_cannot_break_parsing() {
+        // A `_created` sample inside the counter's family is invalid exposition; it must not
+        // hide the counter.
+        let text = "# TYPE vllm:prefix_cache_hits_total counter\nvllm:prefix_cache_hits_total{engine=\"0\"} 5.0\nvllm:prefix_cache_hits_created{engine=\"0\"} 1.7e9\n# TYPE other histogram\nother_bucket{le=\"x\"} nonsense\n";
+        assert_eq!(ServerSnapshot::parse(text).unwrap().prefix_cache_hits, Some(5.0));
+    }
+
+    #[test]
     fn delta_needs_both_scrapes() {
         let before = ServerSnapshot::parse(VLLM_TEXT).unwrap();
         let after = ServerSnapshot::parse(
@@ -151,3 +181,4 @@ vllm:time_to_first_token_seconds_sum{engine="0",model_name="tiny"} 0.04
         assert_eq!(after.prefix_cache_delta(&ServerSnapshot::default()), None);
     }
 }
+

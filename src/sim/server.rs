@@ -261,6 +261,8 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     let counter = |out: &mut String, name: &str, help: &str, extra: &str, v: u64| {
         let _ = writeln!(out, "# HELP vllm:{name}_total {help}\n# TYPE vllm:{name}_total counter");
         let _ = writeln!(out, "vllm:{name}_total{{{labels}{extra}}} {:?}", v as f64);
+        // prometheus_client (vLLM) exposes `_created` as a gauge family of its own.
+        let _ = writeln!(out, "# HELP vllm:{name}_created {help}\n# TYPE vllm:{name}_created gauge");
         let _ = writeln!(out, "vllm:{name}_created{{{labels}{extra}}} {created:?}");
     };
     let gauge = |out: &mut String, name: &str, help: &str, v: f64| {
@@ -285,6 +287,12 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     for reason in ["stop", "length", "abort"] {
         let v = if reason == "length" { s.success.load(Relaxed) } else { 0 };
         let _ = writeln!(out, "vllm:request_success_total{{{labels},finished_reason=\"{reason}\"}} {:?}", v as f64);
+    }
+    let _ = writeln!(
+        out,
+        "# HELP vllm:request_success_created Count of successfully processed requests.\n# TYPE vllm:request_success_created gauge"
+    );
+    for reason in ["stop", "length", "abort"] {
         let _ = writeln!(out, "vllm:request_success_created{{{labels},finished_reason=\"{reason}\"}} {created:?}");
     }
     {
@@ -301,6 +309,10 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         let _ = writeln!(out, "vllm:time_to_first_token_seconds_bucket{{{labels},le=\"+Inf\"}} {:?}", h.count as f64);
         let _ = writeln!(out, "vllm:time_to_first_token_seconds_count{{{labels}}} {:?}", h.count as f64);
         let _ = writeln!(out, "vllm:time_to_first_token_seconds_sum{{{labels}}} {:?}", h.sum);
+        let _ = writeln!(
+            out,
+            "# HELP vllm:time_to_first_token_seconds_created Histogram of time to first token in seconds.\n# TYPE vllm:time_to_first_token_seconds_created gauge"
+        );
         let _ = writeln!(out, "vllm:time_to_first_token_seconds_created{{{labels}}} {created:?}");
     }
     let _ = writeln!(

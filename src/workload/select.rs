@@ -59,10 +59,8 @@ pub async fn select(suite: &Suite, args: &SelectionArgs, counter: &TokenCounter)
             ))
             .into());
         }
-        let flag = format!("--conversation {}", args.conversations.join(","));
-        filter(&mut remaining, &mut dropped, &mut steps, &flag, |c| {
-            args.conversations.contains(&c.id).then_some(()).ok_or_else(|| "not named by --conversation".into())
-        });
+        // Conversations not named were not asked for: they are left out silently, not "dropped".
+        remaining.retain(|c| args.conversations.contains(&c.id));
     }
     if !args.include_tags.is_empty() {
         let tags = args.include_tags.join(",");
