@@ -8,6 +8,7 @@ mod csv_out;
 mod fmt;
 mod json;
 mod markdown;
+pub mod plot;
 
 use std::path::{Path, PathBuf};
 
@@ -47,7 +48,14 @@ pub trait Exporter {
 
 /// Every exporter `write_reports` runs, in write order.
 pub fn all_exporters() -> Vec<Box<dyn Exporter>> {
-    vec![Box::new(TurnsCsv), Box::new(ConversationsCsv), Box::new(SummaryJson), Box::new(MarkdownReport)]
+    vec![
+        Box::new(TurnsCsv),
+        Box::new(ConversationsCsv),
+        Box::new(SummaryJson),
+        Box::new(MarkdownReport),
+        Box::new(plot::TtftByTurnPlot(plot::ImageFormat::Png)),
+        Box::new(plot::TtftByTurnPlot(plot::ImageFormat::Svg)),
+    ]
 }
 
 /// Computes the summary of `records` and writes every exporter's file into `dir`, atomically.
