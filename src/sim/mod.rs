@@ -301,6 +301,7 @@ pub async fn serve_command(args: SimArgs) -> Result<()> {
         .await
         .with_context(|| format!("sim: cannot bind {}:{}", config.host, config.port))?;
     let addr = listener.local_addr()?;
+    let signal = shutdown_signal()?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "http://{addr}")?;
@@ -324,7 +325,7 @@ pub async fn serve_command(args: SimArgs) -> Result<()> {
         })
         .into_future();
     let signals = async move {
-        wait_for_signal().await;
+        signal.await;
         let _ = stop_tx.send(true);
     };
     let mut deadline_rx = stop_rx;
@@ -341,25 +342,26 @@ pub async fn serve_command(args: SimArgs) -> Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Registers SIGINT and SIGTERM handlers now (before the URL is printed, so a parent that
+/// signals right after reading it is handled), and returns a future that ends on either.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
+        let mut term = signal(SignalKind::terminate()).context("sim: cannot install a SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("sim: cannot install a SIGINT handler")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        Ok(async move {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 
