@@ -28,7 +28,12 @@ fn sse_events(body: &str) -> Vec<String> {
         .collect()
 }
 
-async fn stream_chat(client: &reqwest::Client, sim: &SimHandle, messages: &[ChatMessage], max_tokens: u32) -> (String, Value, Vec<String>) {
+async fn stream_chat(
+    client: &reqwest::Client,
+    sim: &SimHandle,
+    messages: &[ChatMessage],
+    max_tokens: u32,
+) -> (String, Value, Vec<String>) {
     let r = client
         .post(format!("{}/v1/chat/completions", sim.base_url()))
         .json(&json!({"model": "turnbench-sim", "messages": messages, "max_tokens": max_tokens, "ignore_eos": true,
@@ -144,7 +149,8 @@ async fn completions_stream_and_non_stream() {
     assert_eq!(u["usage"]["prompt_tokens"], count("Once upon a time"));
     assert_eq!(count(&format!("Once upon a time{text}")), count("Once upon a time") + 4);
 
-    let (status, v) = post(&client, &sim, "/v1/completions", json!({"prompt": "Once upon a time", "max_tokens": 4})).await;
+    let (status, v) =
+        post(&client, &sim, "/v1/completions", json!({"prompt": "Once upon a time", "max_tokens": 4})).await;
     assert_eq!(status, 200);
     assert_eq!(v["model"], "turnbench-sim");
     assert_eq!(v["choices"][0]["text"], text.as_str());
@@ -190,18 +196,22 @@ async fn growing_conversation_reuses_its_prefix_and_metrics_agree() {
     assert_eq!(cached, expected);
     assert_eq!(u2["prompt_tokens"], p2.len());
     let hits = metric(&after, "vllm:prefix_cache_hits_total") - metric(&before, "vllm:prefix_cache_hits_total");
-    let queries = metric(&after, "vllm:prefix_cache_queries_total") - metric(&before, "vllm:prefix_cache_queries_total");
+    let queries =
+        metric(&after, "vllm:prefix_cache_queries_total") - metric(&before, "vllm:prefix_cache_queries_total");
     assert_eq!(hits as usize, cached);
     assert_eq!(queries as usize, p2.len());
     let prompt_total = metric(&after, "vllm:prompt_tokens_total") - metric(&before, "vllm:prompt_tokens_total");
     assert_eq!(prompt_total as usize, p2.len());
     let gen = metric(&after, "vllm:generation_tokens_total") - metric(&before, "vllm:generation_tokens_total");
     assert_eq!(gen, 8.0);
-    assert_eq!(metric(&after, "vllm:request_success_total") + 0.0 >= 0.0, true);
-    assert!(after.contains(r#"vllm:cache_config_info{block_size="16",enable_prefix_caching="True",engine="0",num_gpu_blocks="16384"} 1.0"#));
-    assert!(after.contains(r#"vllm:request_success_total{engine="0",model_name="turnbench-sim",finished_reason="length"} 2.0"#));
+    assert!(after.contains(
+        r#"vllm:cache_config_info{block_size="16",enable_prefix_caching="True",engine="0",num_gpu_blocks="16384"} 1.0"#
+    ));
+    assert!(after
+        .contains(r#"vllm:request_success_total{engine="0",model_name="turnbench-sim",finished_reason="length"} 2.0"#));
     assert_eq!(metric(&after, "vllm:time_to_first_token_seconds_count"), 2.0);
-    assert!(after.contains(r#"vllm:time_to_first_token_seconds_bucket{engine="0",model_name="turnbench-sim",le="+Inf"} 2.0"#));
+    assert!(after
+        .contains(r#"vllm:time_to_first_token_seconds_bucket{engine="0",model_name="turnbench-sim",le="+Inf"} 2.0"#));
     assert_eq!(metric(&after, "vllm:num_requests_running"), 0.0);
     assert_eq!(metric(&after, "vllm:num_requests_waiting"), 0.0);
 }
@@ -328,7 +338,9 @@ async fn bad_requests_get_400_with_a_useful_message() {
             (s, v, "missing field `prompt`")
         },
         {
-            let (s, v) = post(&client, &sim, "/v1/chat/completions", json!({"messages": [{"role": "user", "content": 7}]})).await;
+            let (s, v) =
+                post(&client, &sim, "/v1/chat/completions", json!({"messages": [{"role": "user", "content": 7}]}))
+                    .await;
             (s, v, "messages[0].content")
         },
         {
@@ -336,11 +348,14 @@ async fn bad_requests_get_400_with_a_useful_message() {
             (s, v, "messages")
         },
         {
-            let (s, v) = post(&client, &sim, "/v1/chat/completions", json!({"messages": [user("x")], "max_tokens": "ten"})).await;
+            let (s, v) =
+                post(&client, &sim, "/v1/chat/completions", json!({"messages": [user("x")], "max_tokens": "ten"}))
+                    .await;
             (s, v, "max_tokens")
         },
         {
-            let (s, v) = post(&client, &sim, "/v1/chat/completions", json!({"messages": [user("x")], "max_tokens": 0})).await;
+            let (s, v) =
+                post(&client, &sim, "/v1/chat/completions", json!({"messages": [user("x")], "max_tokens": 0})).await;
             (s, v, "max_tokens must be at least 1")
         },
         {
@@ -352,11 +367,18 @@ async fn bad_requests_get_400_with_a_useful_message() {
             (s, v, "prompt")
         },
         {
-            let (s, v) = post(&client, &sim, "/v1/chat/completions", json!({"messages": [user("x")], "stream_options": {"include_usage": true}})).await;
+            let (s, v) = post(
+                &client,
+                &sim,
+                "/v1/chat/completions",
+                json!({"messages": [user("x")], "stream_options": {"include_usage": true}}),
+            )
+            .await;
             (s, v, "stream=True")
         },
         {
-            let (s, v) = post(&client, &sim, "/v1/chat/completions", json!({"messages": [user("x")], "max_tokens": 95})).await;
+            let (s, v) =
+                post(&client, &sim, "/v1/chat/completions", json!({"messages": [user("x")], "max_tokens": 95})).await;
             (s, v, "maximum context length is 100 tokens")
         },
         {
@@ -375,24 +397,24 @@ async fn bad_requests_get_400_with_a_useful_message() {
         let msg = v["error"]["message"].as_str().unwrap();
         assert!(msg.contains(needle), "case {i}: {msg:?} lacks {needle:?}");
     }
-    let (status, v) = post(&client, &sim, "/v1/chat/completions", json!({"model": "gpt-9", "messages": [user("x")]})).await;
+    let (status, v) =
+        post(&client, &sim, "/v1/chat/completions", json!({"model": "gpt-9", "messages": [user("x")]})).await;
     assert_eq!(status, 404);
     assert_eq!(v["error"]["type"], "NotFoundError");
     assert!(v["error"]["message"].as_str().unwrap().contains("gpt-9"));
 
     // Still serving.
     assert_eq!(client.get(url("/health")).send().await.unwrap().status(), 200);
-    let (status, v) = post(&client, &sim, "/v1/chat/completions", json!({"messages": [user("x")], "max_tokens": 3})).await;
+    let (status, v) =
+        post(&client, &sim, "/v1/chat/completions", json!({"messages": [user("x")], "max_tokens": 3})).await;
     assert_eq!(status, 200, "{v}");
 }
 
 #[tokio::test]
 async fn tokenize_counts_match_usage() {
     let (sim, client) = start(|_| {}).await;
-    let messages = vec![
-        ChatMessage::new("system", "Be brief."),
-        user("Count my tokens: naïve café, 12345678, <tags> & symbols!"),
-    ];
+    let messages =
+        vec![ChatMessage::new("system", "Be brief."), user("Count my tokens: naïve café, 12345678, <tags> & symbols!")];
     let (s, t) = post(&client, &sim, "/tokenize", json!({"model": "turnbench-sim", "messages": messages})).await;
     assert_eq!(s, 200);
     assert_eq!(t["max_model_len"], 32768);
@@ -442,9 +464,9 @@ async fn injected_failures_and_drops() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    match r.text().await {
-        Ok(body) => assert!(!body.contains("[DONE]"), "{body}"),
-        Err(_) => {} // the connection was cut: what drop_rate promises
+    // Either the body errors (the connection was cut) or it ends early: never a [DONE].
+    if let Ok(body) = r.text().await {
+        assert!(!body.contains("[DONE]"), "{body}");
     }
     // Non-streamed requests are not dropped, and the server lives on.
     let (s, _) = post(&client, &sim, "/v1/chat/completions", json!({"messages": [user("x")], "max_tokens": 2})).await;

@@ -67,7 +67,12 @@ impl Default for SimConfig {
             max_model_len: 32768,
             enable_prefix_caching: true,
             default_max_tokens: 64,
-            latency: LatencyModel { overhead_ms: 15.0, prefill_ms_per_token: 0.05, inter_token_ms: 10.0, load_slowdown: 0.02 },
+            latency: LatencyModel {
+                overhead_ms: 15.0,
+                prefill_ms_per_token: 0.05,
+                inter_token_ms: 10.0,
+                load_slowdown: 0.02,
+            },
             fail_rate: 0.0,
             drop_rate: 0.0,
             seed: 42,
@@ -99,7 +104,8 @@ pub struct Profile {
 impl Profile {
     /// Parses profile text; `origin` (a file name) goes into every error.
     pub fn parse(text: &str, origin: &str) -> Result<Profile> {
-        toml::from_str(text).map_err(|e| UsageError::new(format!("sim profile {origin}: {}", e.to_string().trim_end())).into())
+        toml::from_str(text)
+            .map_err(|e| UsageError::new(format!("sim profile {origin}: {}", e.to_string().trim_end())).into())
     }
 
     /// A built-in profile name, or a path to a TOML file (anything with `/`, `\` or `.toml`, or
@@ -109,7 +115,8 @@ impl Profile {
             return Self::parse(text, &format!("configs/sim/{name}.toml (built-in)"));
         }
         let path = Path::new(name_or_path);
-        let looks_like_path = name_or_path.contains('/') || name_or_path.contains('\\') || name_or_path.ends_with(".toml");
+        let looks_like_path =
+            name_or_path.contains('/') || name_or_path.contains('\\') || name_or_path.ends_with(".toml");
         if looks_like_path || path.is_file() {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| UsageError::new(format!("sim profile {}: cannot read: {e}", path.display())))?;
@@ -392,7 +399,16 @@ mod tests {
 
     #[test]
     fn flags_override_profile() {
-        let c = SimConfig::from_args(&args(&["--profile", "instant", "--block-size", "32", "--no-prefix-caching", "--model-name", "m"])).unwrap();
+        let c = SimConfig::from_args(&args(&[
+            "--profile",
+            "instant",
+            "--block-size",
+            "32",
+            "--no-prefix-caching",
+            "--model-name",
+            "m",
+        ]))
+        .unwrap();
         assert_eq!(c.block_size, 32);
         assert!(!c.enable_prefix_caching);
         assert_eq!(c.model_name, "m");

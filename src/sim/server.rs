@@ -1,6 +1,10 @@
 //! The HTTP surface: vLLM's OpenAI endpoints, `/tokenize`, `/metrics`, `/health`,
 //! `/reset_prefix_cache`, with admission control, the prefix cache and the latency model.
 
+// Handlers' helpers return the error `Response` itself: built once per failed request, moved
+// straight out; boxing it would buy nothing.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -28,13 +32,12 @@ use crate::workload::prompt::ChatMessage;
 /// Filler words of the answers, with their leading space: lowercase, at most 6 letters, so each
 /// word (with or without its space) is exactly one token.
 const WORDS: [&str; 64] = [
-    " the", " cache", " block", " token", " prefix", " model", " server", " turn", " reuse", " fast",
-    " batch", " query", " answer", " memory", " layer", " kernel", " queue", " tensor", " prompt", " stream",
-    " value", " key", " hit", " miss", " warm", " cold", " index", " chunk", " page", " entry", " state",
-    " data", " input", " output", " length", " window", " decode", " head", " vector", " matrix", " scale",
-    " weight", " sample", " logit", " softmx", " attend", " router", " node", " graph", " shard", " rank",
-    " worker", " engine", " step", " phase", " time", " cost", " rate", " load", " slot", " lane", " frame",
-    " store", " fetch",
+    " the", " cache", " block", " token", " prefix", " model", " server", " turn", " reuse", " fast", " batch",
+    " query", " answer", " memory", " layer", " kernel", " queue", " tensor", " prompt", " stream", " value", " key",
+    " hit", " miss", " warm", " cold", " index", " chunk", " page", " entry", " state", " data", " input", " output",
+    " length", " window", " decode", " head", " vector", " matrix", " scale", " weight", " sample", " logit",
+    " softmx", " attend", " router", " node", " graph", " shard", " rank", " worker", " engine", " step", " phase",
+    " time", " cost", " rate", " load", " slot", " lane", " frame", " store", " fetch",
 ];
 
 /// vLLM's TTFT histogram buckets, in seconds.
@@ -162,11 +165,9 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
 
 fn check_model(s: &Shared, model: &Option<String>) -> Result<(), Response> {
     match model {
-        Some(m) if m != &s.cfg.model_name => Err(error(
-            StatusCode::NOT_FOUND,
-            format!("The model `{m}` does not exist."),
-            Some("model"),
-        )),
+        Some(m) if m != &s.cfg.model_name => {
+            Err(error(StatusCode::NOT_FOUND, format!("The model `{m}` does not exist."), Some("model")))
+        }
         _ => Ok(()),
     }
 }
@@ -181,11 +182,12 @@ fn prompt_tokens(prompt: &Value) -> Result<Vec<u32>, Response> {
     };
     match prompt {
         Value::String(s) => Ok(tokenize(s)),
-        Value::Array(items) if items.len() == 1 && items[0].is_string() => Ok(tokenize(items[0].as_str().unwrap_or(""))),
-        Value::Array(items) if items.iter().all(|v| v.is_u64()) => items
-            .iter()
-            .map(|v| v.as_u64().and_then(|t| u32::try_from(t).ok()).ok_or_else(wrong))
-            .collect(),
+        Value::Array(items) if items.len() == 1 && items[0].is_string() => {
+            Ok(tokenize(items[0].as_str().unwrap_or("")))
+        }
+        Value::Array(items) if items.iter().all(|v| v.is_u64()) => {
+            items.iter().map(|v| v.as_u64().and_then(|t| u32::try_from(t).ok()).ok_or_else(wrong)).collect()
+        }
         Value::Array(items) if items.iter().all(|v| v.is_string()) => Err(bad_request(
             format!("Invalid request: the simulator takes one prompt per request, got {}", items.len()),
             Some("prompt"),
@@ -273,11 +275,23 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     let usage = (s.blocks_in_use.load(Relaxed) as f64 / s.cfg.kv_cache_blocks.max(1) as f64).min(1.0);
     gauge(&mut out, "kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", usage);
     let hits = s.hits.load(Relaxed);
-    counter(&mut out, "prefix_cache_queries", "Prefix cache queries, in terms of number of queried tokens.", "", s.queries.load(Relaxed));
+    counter(
+        &mut out,
+        "prefix_cache_queries",
+        "Prefix cache queries, in terms of number of queried tokens.",
+        "",
+        s.queries.load(Relaxed),
+    );
     counter(&mut out, "prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens.", "", hits);
     counter(&mut out, "prompt_tokens", "Number of prefill tokens processed.", "", s.prompt_tokens.load(Relaxed));
     counter(&mut out, "prompt_tokens_cached", "Number of cached prompt tokens (local prefix cache hits).", "", hits);
-    counter(&mut out, "generation_tokens", "Number of generation tokens processed.", "", s.generation_tokens.load(Relaxed));
+    counter(
+        &mut out,
+        "generation_tokens",
+        "Number of generation tokens processed.",
+        "",
+        s.generation_tokens.load(Relaxed),
+    );
     let _ = writeln!(
         out,
         "# HELP vllm:request_success_total Count of successfully processed requests.\n# TYPE vllm:request_success_total counter"
@@ -488,7 +502,8 @@ async fn generate(s: Arc<Shared>, p: Params) -> Response {
     if cfg.fail_rate > 0.0 && uniform(cfg.seed, 1, n) < cfg.fail_rate {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "Injected failure (turnbench sim --fail-rate).", None);
     }
-    let drop_at = (p.stream && cfg.drop_rate > 0.0 && uniform(cfg.seed, 2, n) < cfg.drop_rate).then_some(max_tokens / 2);
+    let drop_at =
+        (p.stream && cfg.drop_rate > 0.0 && uniform(cfg.seed, 2, n) < cfg.drop_rate).then_some(max_tokens / 2);
     let arrival = Instant::now();
     let mut slot = match admit(&s).await {
         Ok(slot) => slot,
