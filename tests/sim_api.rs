@@ -212,6 +212,8 @@ async fn growing_conversation_reuses_its_prefix_and_metrics_agree() {
     assert_eq!(metric(&after, "vllm:time_to_first_token_seconds_count"), 2.0);
     assert!(after
         .contains(r#"vllm:time_to_first_token_seconds_bucket{engine="0",model_name="turnbench-sim",le="+Inf"} 2.0"#));
+    assert_eq!(metric(&after, "vllm:inter_token_latency_seconds_count"), (37 - 1 + 8 - 1) as f64);
+    assert_eq!(metric(&after, "vllm:e2e_request_latency_seconds_count"), 2.0);
     assert_eq!(metric(&after, "vllm:num_requests_running"), 0.0);
     assert_eq!(metric(&after, "vllm:num_requests_waiting"), 0.0);
 }
@@ -481,4 +483,24 @@ async fn long_conversations_fit_with_a_larger_max_model_len() {
     let (s, v) = post(&client, &sim, "/v1/chat/completions", json!({"messages": [user(&big)], "max_tokens": 4})).await;
     assert_eq!(s, 200, "{v}");
     assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() >= 128_000);
+}
+
+#[tokio::test]
+async fn metrics_parse_as_prometheus_text() {
+    let (sim, client) = start(|_| {}).await;
+    stream_chat(&client, &sim, &[user("parse me")], 3).await;
+    let text = metrics(&client, &sim).await;
+    let parsed = openmetrics_parser::prometheus::parse_prometheus(&text)
+        .unwrap_or_else(|e| panic!("unparsable metrics: {e:?}\n{text}"));
+    let names: Vec<&String> = parsed.families.keys().collect();
+    for want in [
+        "prefix_cache_queries",
+        "prefix_cache_hits",
+        "kv_cache_usage_perc",
+        "num_requests_waiting",
+        "time_to_first_token_seconds",
+        "cache_config_info",
+    ] {
+        assert!(names.iter().any(|n| n.contains(want)), "{want} not in {names:?}");
+    }
 }
