@@ -504,3 +504,23 @@ async fn metrics_parse_as_prometheus_text() {
         assert!(names.iter().any(|n| n.contains(want)), "{want} not in {names:?}");
     }
 }
+
+#[tokio::test]
+async fn a_repeated_prompt_of_whole_blocks_still_computes_one_block() {
+    let (sim, client) = start(|_| {}).await;
+    // Grow the message one token at a time until the prompt is exactly 5 blocks of 16.
+    let mut content = String::from("w");
+    let messages = loop {
+        let m = vec![user(&content)];
+        if tokenize(&render_chat(&m, true)).len() == 80 {
+            break m;
+        }
+        content.push_str(" w");
+        assert!(content.len() < 400);
+    };
+    stream_chat(&client, &sim, &messages, 1).await;
+    let (_, u, _) = stream_chat(&client, &sim, &messages, 1).await;
+    assert_eq!(u["prompt_tokens"], 80);
+    // vLLM: at most floor((80 - 1) / 16) * 16 = 64 tokens come from the cache.
+    assert_eq!(u["prompt_tokens_details"]["cached_tokens"], 64);
+}
