@@ -117,12 +117,14 @@ fn main() {
     let url = format!("{base}/v1/chat/completions");
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    let counters = Arc::new(Counters { requests: AtomicU64::new(0), chunks: AtomicU64::new(0), errors: AtomicU64::new(0) });
+    let counters =
+        Arc::new(Counters { requests: AtomicU64::new(0), chunks: AtomicU64::new(0), errors: AtomicU64::new(0) });
     let result = rt.block_on(async {
         // Warm-up: half a second of the same load, not counted.
         let _ = reqwest::get(format!("{base}/health")).await;
         let warm_stop = Arc::new(AtomicBool::new(false));
-        let warm = Arc::new(Counters { requests: AtomicU64::new(0), chunks: AtomicU64::new(0), errors: AtomicU64::new(0) });
+        let warm =
+            Arc::new(Counters { requests: AtomicU64::new(0), chunks: AtomicU64::new(0), errors: AtomicU64::new(0) });
         let warmers: Vec<_> = (0..concurrency)
             .map(|i| tokio::spawn(one_client(i, url.clone(), max_tokens, warm_stop.clone(), warm.clone())))
             .collect();

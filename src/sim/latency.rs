@@ -57,7 +57,8 @@ mod tests {
 
     #[test]
     fn ttft_grows_with_uncached_tokens_and_load() {
-        let m = LatencyModel { overhead_ms: 15.0, prefill_ms_per_token: 0.05, inter_token_ms: 10.0, load_slowdown: 0.1 };
+        let m =
+            LatencyModel { overhead_ms: 15.0, prefill_ms_per_token: 0.05, inter_token_ms: 10.0, load_slowdown: 0.1 };
         assert_eq!(m.ttft(0, 1), Duration::from_millis(15));
         assert_eq!(m.ttft(1000, 1), Duration::from_millis(65));
         assert!(m.ttft(2000, 1) > m.ttft(1000, 1));

@@ -67,7 +67,12 @@ impl Default for SimConfig {
             max_model_len: 32768,
             enable_prefix_caching: true,
             default_max_tokens: 64,
-            latency: LatencyModel { overhead_ms: 15.0, prefill_ms_per_token: 0.05, inter_token_ms: 10.0, load_slowdown: 0.02 },
+            latency: LatencyModel {
+                overhead_ms: 15.0,
+                prefill_ms_per_token: 0.05,
+                inter_token_ms: 10.0,
+                load_slowdown: 0.02,
+            },
             fail_rate: 0.0,
             drop_rate: 0.0,
             seed: 42,
@@ -99,7 +104,8 @@ pub struct Profile {
 impl Profile {
     /// Parses profile text; `origin` (a file name) goes into every error.
     pub fn parse(text: &str, origin: &str) -> Result<Profile> {
-        toml::from_str(text).map_err(|e| UsageError::new(format!("sim profile {origin}: {}", e.to_string().trim_end())).into())
+        toml::from_str(text)
+            .map_err(|e| UsageError::new(format!("sim profile {origin}: {}", e.to_string().trim_end())).into())
     }
 
     /// A built-in profile name, or a path to a TOML file (anything with `/`, `\` or `.toml`, or
@@ -109,7 +115,8 @@ impl Profile {
             return Self::parse(text, &format!("configs/sim/{name}.toml (built-in)"));
         }
         let path = Path::new(name_or_path);
-        let looks_like_path = name_or_path.contains('/') || name_or_path.contains('\\') || name_or_path.ends_with(".toml");
+        let looks_like_path =
+            name_or_path.contains('/') || name_or_path.contains('\\') || name_or_path.ends_with(".toml");
         if looks_like_path || path.is_file() {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| UsageError::new(format!("sim profile {}: cannot read: {e}", path.display())))?;
@@ -301,6 +308,7 @@ pub async fn serve_command(args: SimArgs) -> Result<()> {
         .await
         .with_context(|| format!("sim: cannot bind {}:{}", config.host, config.port))?;
     let addr = listener.local_addr()?;
+    let signal = shutdown_signal()?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "http://{addr}")?;
@@ -324,7 +332,7 @@ pub async fn serve_command(args: SimArgs) -> Result<()> {
         })
         .into_future();
     let signals = async move {
-        wait_for_signal().await;
+        signal.await;
         let _ = stop_tx.send(true);
     };
     let mut deadline_rx = stop_rx;
@@ -341,25 +349,26 @@ pub async fn serve_command(args: SimArgs) -> Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Registers SIGINT and SIGTERM handlers now (before the URL is printed, so a parent that
+/// signals right after reading it is handled), and returns a future that ends on either.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
+        let mut term = signal(SignalKind::terminate()).context("sim: cannot install a SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("sim: cannot install a SIGINT handler")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        Ok(async move {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 
@@ -390,7 +399,16 @@ mod tests {
 
     #[test]
     fn flags_override_profile() {
-        let c = SimConfig::from_args(&args(&["--profile", "instant", "--block-size", "32", "--no-prefix-caching", "--model-name", "m"])).unwrap();
+        let c = SimConfig::from_args(&args(&[
+            "--profile",
+            "instant",
+            "--block-size",
+            "32",
+            "--no-prefix-caching",
+            "--model-name",
+            "m",
+        ]))
+        .unwrap();
         assert_eq!(c.block_size, 32);
         assert!(!c.enable_prefix_caching);
         assert_eq!(c.model_name, "m");

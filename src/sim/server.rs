@@ -1,6 +1,10 @@
 //! The HTTP surface: vLLM's OpenAI endpoints, `/tokenize`, `/metrics`, `/health`,
 //! `/reset_prefix_cache`, with admission control, the prefix cache and the latency model.
 
+// Handlers' helpers return the error `Response` itself: built once per failed request, moved
+// straight out; boxing it would buy nothing.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -28,25 +32,82 @@ use crate::workload::prompt::ChatMessage;
 /// Filler words of the answers, with their leading space: lowercase, at most 6 letters, so each
 /// word (with or without its space) is exactly one token.
 const WORDS: [&str; 64] = [
-    " the", " cache", " block", " token", " prefix", " model", " server", " turn", " reuse", " fast",
-    " batch", " query", " answer", " memory", " layer", " kernel", " queue", " tensor", " prompt", " stream",
-    " value", " key", " hit", " miss", " warm", " cold", " index", " chunk", " page", " entry", " state",
-    " data", " input", " output", " length", " window", " decode", " head", " vector", " matrix", " scale",
-    " weight", " sample", " logit", " softmx", " attend", " router", " node", " graph", " shard", " rank",
-    " worker", " engine", " step", " phase", " time", " cost", " rate", " load", " slot", " lane", " frame",
-    " store", " fetch",
+    " the", " cache", " block", " token", " prefix", " model", " server", " turn", " reuse", " fast", " batch",
+    " query", " answer", " memory", " layer", " kernel", " queue", " tensor", " prompt", " stream", " value", " key",
+    " hit", " miss", " warm", " cold", " index", " chunk", " page", " entry", " state", " data", " input", " output",
+    " length", " window", " decode", " head", " vector", " matrix", " scale", " weight", " sample", " logit",
+    " softmx", " attend", " router", " node", " graph", " shard", " rank", " worker", " engine", " step", " phase",
+    " time", " cost", " rate", " load", " slot", " lane", " frame", " store", " fetch",
 ];
 
-/// vLLM's TTFT histogram buckets, in seconds.
-const TTFT_BUCKETS: [f64; 22] = [
+/// vLLM's histogram buckets, in seconds.
+const TTFT_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,
     160.0, 640.0, 2560.0,
 ];
+const ITL_BUCKETS: &[f64] =
+    &[0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0];
+const E2E_BUCKETS: &[f64] = &[
+    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0,
+    1920.0, 7680.0,
+];
 
+/// A Prometheus histogram: per-bucket counts (not cumulative), sum and count.
+#[derive(Clone)]
 struct Histogram {
-    counts: [u64; TTFT_BUCKETS.len()],
+    buckets: &'static [f64],
+    counts: Vec<u64>,
     sum: f64,
     count: u64,
+}
+
+impl Histogram {
+    fn new(buckets: &'static [f64]) -> Self {
+        Self { buckets, counts: vec![0; buckets.len()], sum: 0.0, count: 0 }
+    }
+
+    fn observe_n(&mut self, v: f64, n: u64) {
+        if n == 0 {
+            return;
+        }
+        if let Some(i) = self.buckets.iter().position(|le| v <= *le) {
+            self.counts[i] += n;
+        }
+        self.sum += v * n as f64;
+        self.count += n;
+    }
+
+    fn observe(&mut self, v: f64) {
+        self.observe_n(v, 1);
+    }
+
+    fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.sum += other.sum;
+        self.count += other.count;
+    }
+
+    fn write(&self, out: &mut String, name: &str, help: &str, labels: &str, created: f64) {
+        let _ = writeln!(out, "# HELP vllm:{name} {help}\n# TYPE vllm:{name} histogram");
+        let mut cum = 0;
+        for (le, c) in self.buckets.iter().zip(&self.counts) {
+            cum += c;
+            let _ = writeln!(out, "vllm:{name}_bucket{{{labels},le=\"{le:?}\"}} {:?}", cum as f64);
+        }
+        let _ = writeln!(out, "vllm:{name}_bucket{{{labels},le=\"+Inf\"}} {:?}", self.count as f64);
+        let _ = writeln!(out, "vllm:{name}_count{{{labels}}} {:?}", self.count as f64);
+        let _ = writeln!(out, "vllm:{name}_sum{{{labels}}} {:?}", self.sum);
+        let _ = writeln!(out, "# HELP vllm:{name}_created {help}\n# TYPE vllm:{name}_created gauge");
+        let _ = writeln!(out, "vllm:{name}_created{{{labels}}} {created:?}");
+    }
+}
+
+struct Histograms {
+    ttft: Histogram,
+    itl: Histogram,
+    e2e: Histogram,
 }
 
 pub(crate) struct Shared {
@@ -66,7 +127,7 @@ pub(crate) struct Shared {
     prompt_tokens: AtomicU64,
     generation_tokens: AtomicU64,
     success: AtomicU64,
-    ttft: Mutex<Histogram>,
+    histograms: Mutex<Histograms>,
     created_unix: f64,
 }
 
@@ -96,7 +157,11 @@ impl Shared {
             prompt_tokens: AtomicU64::new(0),
             generation_tokens: AtomicU64::new(0),
             success: AtomicU64::new(0),
-            ttft: Mutex::new(Histogram { counts: [0; TTFT_BUCKETS.len()], sum: 0.0, count: 0 }),
+            histograms: Mutex::new(Histograms {
+                ttft: Histogram::new(TTFT_BUCKETS),
+                itl: Histogram::new(ITL_BUCKETS),
+                e2e: Histogram::new(E2E_BUCKETS),
+            }),
             created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
             cfg,
         }
@@ -162,11 +227,9 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
 
 fn check_model(s: &Shared, model: &Option<String>) -> Result<(), Response> {
     match model {
-        Some(m) if m != &s.cfg.model_name => Err(error(
-            StatusCode::NOT_FOUND,
-            format!("The model `{m}` does not exist."),
-            Some("model"),
-        )),
+        Some(m) if m != &s.cfg.model_name => {
+            Err(error(StatusCode::NOT_FOUND, format!("The model `{m}` does not exist."), Some("model")))
+        }
         _ => Ok(()),
     }
 }
@@ -181,11 +244,12 @@ fn prompt_tokens(prompt: &Value) -> Result<Vec<u32>, Response> {
     };
     match prompt {
         Value::String(s) => Ok(tokenize(s)),
-        Value::Array(items) if items.len() == 1 && items[0].is_string() => Ok(tokenize(items[0].as_str().unwrap_or(""))),
-        Value::Array(items) if items.iter().all(|v| v.is_u64()) => items
-            .iter()
-            .map(|v| v.as_u64().and_then(|t| u32::try_from(t).ok()).ok_or_else(wrong))
-            .collect(),
+        Value::Array(items) if items.len() == 1 && items[0].is_string() => {
+            Ok(tokenize(items[0].as_str().unwrap_or("")))
+        }
+        Value::Array(items) if items.iter().all(|v| v.is_u64()) => {
+            items.iter().map(|v| v.as_u64().and_then(|t| u32::try_from(t).ok()).ok_or_else(wrong)).collect()
+        }
         Value::Array(items) if items.iter().all(|v| v.is_string()) => Err(bad_request(
             format!("Invalid request: the simulator takes one prompt per request, got {}", items.len()),
             Some("prompt"),
@@ -275,16 +339,29 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     let usage = (s.blocks_in_use.load(Relaxed) as f64 / s.cfg.kv_cache_blocks.max(1) as f64).min(1.0);
     gauge(&mut out, "kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", usage);
     let hits = s.hits.load(Relaxed);
-    counter(&mut out, "prefix_cache_queries", "Prefix cache queries, in terms of number of queried tokens.", "", s.queries.load(Relaxed));
+    counter(
+        &mut out,
+        "prefix_cache_queries",
+        "Prefix cache queries, in terms of number of queried tokens.",
+        "",
+        s.queries.load(Relaxed),
+    );
     counter(&mut out, "prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens.", "", hits);
     counter(&mut out, "prompt_tokens", "Number of prefill tokens processed.", "", s.prompt_tokens.load(Relaxed));
     counter(&mut out, "prompt_tokens_cached", "Number of cached prompt tokens (local prefix cache hits).", "", hits);
-    counter(&mut out, "generation_tokens", "Number of generation tokens processed.", "", s.generation_tokens.load(Relaxed));
+    counter(
+        &mut out,
+        "generation_tokens",
+        "Number of generation tokens processed.",
+        "",
+        s.generation_tokens.load(Relaxed),
+    );
     let _ = writeln!(
         out,
         "# HELP vllm:request_success_total Count of successfully processed requests.\n# TYPE vllm:request_success_total counter"
     );
-    for reason in ["stop", "length", "abort"] {
+    const REASONS: [&str; 3] = ["stop", "length", "abort"];
+    for reason in REASONS {
         let v = if reason == "length" { s.success.load(Relaxed) } else { 0 };
         let _ = writeln!(out, "vllm:request_success_total{{{labels},finished_reason=\"{reason}\"}} {:?}", v as f64);
     }
@@ -292,28 +369,17 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         out,
         "# HELP vllm:request_success_created Count of successfully processed requests.\n# TYPE vllm:request_success_created gauge"
     );
-    for reason in ["stop", "length", "abort"] {
+    for reason in REASONS {
         let _ = writeln!(out, "vllm:request_success_created{{{labels},finished_reason=\"{reason}\"}} {created:?}");
     }
     {
-        let h = lock(&s.ttft);
-        let _ = writeln!(
-            out,
-            "# HELP vllm:time_to_first_token_seconds Histogram of time to first token in seconds.\n# TYPE vllm:time_to_first_token_seconds histogram"
-        );
-        let mut cum = 0;
-        for (le, c) in TTFT_BUCKETS.iter().zip(h.counts) {
-            cum += c;
-            let _ = writeln!(out, "vllm:time_to_first_token_seconds_bucket{{{labels},le=\"{le:?}\"}} {:?}", cum as f64);
-        }
-        let _ = writeln!(out, "vllm:time_to_first_token_seconds_bucket{{{labels},le=\"+Inf\"}} {:?}", h.count as f64);
-        let _ = writeln!(out, "vllm:time_to_first_token_seconds_count{{{labels}}} {:?}", h.count as f64);
-        let _ = writeln!(out, "vllm:time_to_first_token_seconds_sum{{{labels}}} {:?}", h.sum);
-        let _ = writeln!(
-            out,
-            "# HELP vllm:time_to_first_token_seconds_created Histogram of time to first token in seconds.\n# TYPE vllm:time_to_first_token_seconds_created gauge"
-        );
-        let _ = writeln!(out, "vllm:time_to_first_token_seconds_created{{{labels}}} {created:?}");
+        let h = lock(&s.histograms);
+        let ttft_help = "Histogram of time to first token in seconds.";
+        h.ttft.write(&mut out, "time_to_first_token_seconds", ttft_help, &labels, created);
+        let itl_help = "Histogram of inter-token latency in seconds.";
+        h.itl.write(&mut out, "inter_token_latency_seconds", itl_help, &labels, created);
+        let e2e_help = "Histogram of e2e request latency in seconds.";
+        h.e2e.write(&mut out, "e2e_request_latency_seconds", e2e_help, &labels, created);
     }
     let _ = writeln!(
         out,
@@ -500,7 +566,8 @@ async fn generate(s: Arc<Shared>, p: Params) -> Response {
     if cfg.fail_rate > 0.0 && uniform(cfg.seed, 1, n) < cfg.fail_rate {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "Injected failure (turnbench sim --fail-rate).", None);
     }
-    let drop_at = (p.stream && cfg.drop_rate > 0.0 && uniform(cfg.seed, 2, n) < cfg.drop_rate).then_some(max_tokens / 2);
+    let drop_at =
+        (p.stream && cfg.drop_rate > 0.0 && uniform(cfg.seed, 2, n) < cfg.drop_rate).then_some(max_tokens / 2);
     let arrival = Instant::now();
     let mut slot = match admit(&s).await {
         Ok(slot) => slot,
@@ -582,17 +649,12 @@ impl Job {
             lock(&self.s.cache).insert(&self.hashes);
         }
         let t = self.arrival.elapsed().as_secs_f64();
-        let mut h = lock(&self.s.ttft);
-        if let Some(i) = TTFT_BUCKETS.iter().position(|le| t <= *le) {
-            h.counts[i] += 1;
-        }
-        h.sum += t;
-        h.count += 1;
+        lock(&self.s.histograms).ttft.observe(t);
     }
 
     /// Caches the whole blocks of prompt + output (without the last output token) and counts
-    /// the request as done.
-    fn finish(&self) {
+    /// the request as done, with its inter-token gaps `itl`.
+    fn finish(&self, itl: &Histogram) {
         let s = &self.s;
         if s.cfg.enable_prefix_caching {
             let mut all = Vec::with_capacity(self.tokens.len() + self.max_tokens);
@@ -603,6 +665,9 @@ impl Job {
         }
         s.generation_tokens.fetch_add(self.max_tokens as u64, Relaxed);
         s.success.fetch_add(1, Relaxed);
+        let mut h = lock(&s.histograms);
+        h.itl.merge(itl);
+        h.e2e.observe(self.arrival.elapsed().as_secs_f64());
     }
 
     fn usage_json(&self) -> String {
@@ -660,7 +725,9 @@ fn sse_response(job: Job) -> Response {
         }
         let lat = job.s.cfg.latency;
         let sleeps = !lat.decode_is_zero();
+        let mut itl = Histogram::new(ITL_BUCKETS);
         let mut next = Instant::now();
+        let mut last = next;
         for i in 0..n {
             if sleeps && i > 0 {
                 if !buf.is_empty() {
@@ -668,6 +735,9 @@ fn sse_response(job: Job) -> Response {
                 }
                 next += lat.inter_token(job.running());
                 tokio::time::sleep_until(next).await;
+                let now = Instant::now();
+                itl.observe((now - last).as_secs_f64());
+                last = now;
             }
             if job.drop_at == Some(i) {
                 if !buf.is_empty() {
@@ -687,7 +757,10 @@ fn sse_response(job: Job) -> Response {
                 yield Ok(buf.split().freeze());
             }
         }
-        job.finish();
+        if !sleeps {
+            itl.observe_n(0.0, n.saturating_sub(1) as u64);
+        }
+        job.finish(&itl);
         if job.include_usage {
             buf.extend_from_slice(head.as_bytes());
             buf.extend_from_slice(b"[],\"usage\":");
@@ -704,10 +777,15 @@ fn sse_response(job: Job) -> Response {
 async fn json_response(job: Job) -> Response {
     job.prefill().await;
     let lat = job.s.cfg.latency;
-    if !lat.decode_is_zero() {
+    let mut itl = Histogram::new(ITL_BUCKETS);
+    if lat.decode_is_zero() {
+        itl.observe_n(0.0, job.max_tokens.saturating_sub(1) as u64);
+    } else {
         let mut next = Instant::now();
         for _ in 1..job.max_tokens {
-            next += lat.inter_token(job.running());
+            let gap = lat.inter_token(job.running());
+            itl.observe(gap.as_secs_f64());
+            next += gap;
             tokio::time::sleep_until(next).await;
         }
     }
@@ -715,7 +793,7 @@ async fn json_response(job: Job) -> Response {
     for i in 0..job.max_tokens {
         text.push_str(job.word(i));
     }
-    job.finish();
+    job.finish(&itl);
     let usage: Value = serde_json::from_str(&job.usage_json()).unwrap_or(Value::Null);
     let model = &job.s.cfg.model_name;
     let body = if job.kind == Kind::Chat {

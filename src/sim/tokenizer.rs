@@ -114,7 +114,10 @@ mod tests {
     fn rule() {
         assert_eq!(pieces("Hello, world!"), vec!["Hello", ",", " world", "!"]);
         assert_eq!(pieces(" turnbench  x"), vec![" turnbe", "nch", " ", " x"]);
-        assert_eq!(pieces("<|im_start|>user\nhi<|im_end|>\n"), vec!["<|im_start|>", "user", "\n", "hi", "<|im_end|>", "\n"]);
+        assert_eq!(
+            pieces("<|im_start|>user\nhi<|im_end|>\n"),
+            vec!["<|im_start|>", "user", "\n", "hi", "<|im_end|>", "\n"]
+        );
         assert_eq!(pieces("<|im_x"), vec!["<", "|", "im", "_", "x"]);
         assert_eq!(pieces("été 12345678"), vec!["été", " 123456", "78"]);
         assert_eq!(pieces(""), Vec::<&str>::new());
