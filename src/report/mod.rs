@@ -150,7 +150,21 @@ mod tests {
         for e in all_exporters() {
             assert!(tmp.path().join(e.file_name()).is_file(), "{}", e.file_name());
         }
-        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 4, "no temp file left");
+        let leftovers: Vec<_> = walk(tmp.path()).into_iter().filter(|p| p.to_string_lossy().contains(".tmp-")).collect();
+        assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            } else {
+                out.push(path);
+            }
+        }
+        out
     }
 
     #[test]
