@@ -81,7 +81,7 @@ impl VllmProfile {
             let at = e
                 .span()
                 .map(|s| {
-                    let line = text[..s.start].lines().count().max(1);
+                    let line = text[..s.start].matches('\n').count() + 1;
                     format!(":{line}")
                 })
                 .unwrap_or_default();
