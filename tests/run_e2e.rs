@@ -184,7 +184,7 @@ fn rag_removal_turn_shows_the_drop_and_is_flagged_divergent() {
 #[test]
 fn sigint_leaves_a_valid_partial_report() {
     let fx = Fixture::new(json!([paste_then_ask("long-one", 40)]), json!([]));
-    let mut child = fx
+    let child = fx
         .command(&["--warmup=0", "--engine-arg=--inter-token-ms=20"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -231,7 +231,7 @@ fn a_server_that_dies_mid_run_leaves_failed_turns_and_a_report() {
     std::io::BufRead::read_line(&mut std::io::BufReader::new(sim.stdout.take().unwrap()), &mut line).unwrap();
     let url = line.trim().to_string();
     let fx = Fixture::new(json!([paste_then_ask("a", 30), paste_then_ask("b", 3)]), json!([]));
-    let mut child = fx
+    let child = fx
         .command(&["--endpoint", &url, "--warmup=0", "--connect-timeout=2"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

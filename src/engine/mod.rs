@@ -32,7 +32,7 @@ pub enum Engine {
         command: String,
         model: String,
         profile_name: String,
-        profile: VllmProfile,
+        profile: Box<VllmProfile>,
         extra_args: Vec<String>,
         context_size: Option<u64>,
         /// Random per run: only turnbench can use the server.
@@ -78,7 +78,7 @@ impl ProcessWatch {
     /// If the server exits within `wait`, says so with the last lines of its log.
     pub async fn death_note(&self, wait: Duration) -> Option<String> {
         let mut exited = self.exited.clone();
-        let status = tokio::time::timeout(wait, exited.wait_for(|s| s.is_some())).await.ok()?.ok()?.clone()?;
+        let status = (*tokio::time::timeout(wait, exited.wait_for(|s| s.is_some())).await.ok()?.ok()?)?;
         // The log may trail the exit by a moment.
         tokio::time::sleep(Duration::from_millis(50)).await;
         Some(format!(
@@ -126,7 +126,7 @@ impl Engine {
                     command: args.vllm_cmd.clone(),
                     model,
                     profile_name: args.profile.clone(),
-                    profile: VllmProfile::load(&args.profile)?,
+                    profile: Box::new(VllmProfile::load(&args.profile)?),
                     extra_args: args.engine_args.clone(),
                     context_size: args.selection.context_size,
                     api_key: random_key(),

@@ -95,15 +95,14 @@ impl<'a> ConversationState<'a> {
             attachments: turn.attachments.clone(),
             assistant: None,
         });
-        let rag_phase = self.conversation.uses_rag().then(|| {
-            if !self.active.is_empty() {
-                RagPhase::With
-            } else if self.ever_injected {
-                RagPhase::After
-            } else {
-                RagPhase::Before
-            }
-        });
+        let phase = if !self.active.is_empty() {
+            RagPhase::With
+        } else if self.ever_injected {
+            RagPhase::After
+        } else {
+            RagPhase::Before
+        };
+        let rag_phase = self.conversation.uses_rag().then_some(phase);
         TurnPrompt {
             messages: self.messages(),
             rag_phase,
