@@ -26,6 +26,7 @@ use crate::{report, UsageError};
 
 pub async fn run_command(args: RunArgs) -> Result<()> {
     validate(&args)?;
+    let template = crate::template::for_run(&args)?;
     let engine = Engine::from_args(&args)?;
     // Data errors surface before any server starts.
     let suite = load_suite(&args.selection.data, &args.selection.rag_data)?;
@@ -44,7 +45,8 @@ pub async fn run_command(args: RunArgs) -> Result<()> {
     // A first server answers what the model is and how it tokenizes, for selection.
     let scratch = tempfile_dir()?;
     let probe_server = engine.start("probe", scratch.path(), client.http(), args.seed).await?;
-    let probe = ServerInfo::probe(&client, &probe_server.base_url, args.model.as_deref()).await?;
+    let mut probe = ServerInfo::probe(&client, &probe_server.base_url, args.model.as_deref()).await?;
+    probe.template = template.clone();
     let counter = if probe.has_tokenize {
         TokenCounter::Server {
             client: client.http().clone(),
@@ -116,7 +118,7 @@ pub async fn run_command(args: RunArgs) -> Result<()> {
         let conversation = &candidate.conversation;
         bar.set_message(conversation.id.clone());
         let test = index as u32 + 1;
-        let outcome = run_test(&engine, external.as_ref().map(|e| &e.1), &client, &args, &dir, &settings, &recorder, test, conversation).await;
+        let outcome = run_test(&engine, external.as_ref().map(|e| &e.1), &client, &args, &dir, &settings, &recorder, test, conversation, template.clone()).await;
         let records = recorder.records();
         let done = records.iter().filter(|r| r.test == test && !r.warmup).count() as u64;
         bar.inc(done);
@@ -180,6 +182,7 @@ async fn run_test(
     recorder: &Recorder,
     test: u32,
     conversation: &Conversation,
+    template: Option<std::sync::Arc<crate::template::ChatTemplate>>,
 ) -> Result<ConversationEnd> {
     let labels = ReplayLabels { test, ..Default::default() };
     if let Some(server) = shared {
@@ -190,7 +193,8 @@ async fn run_test(
         .await
         .with_context(|| format!("starting the {} server for {}", engine.name(), conversation.id))?;
     let result = async {
-        let server = ServerInfo::probe(client, &running.base_url, args.model.as_deref()).await?;
+        let mut server = ServerInfo::probe(client, &running.base_url, args.model.as_deref()).await?;
+        server.template = template;
         warm_up(client, &server, recorder, test, args.warmup).await?;
         replay_conversation(client, &server, settings, recorder, &labels, conversation).await
     }
@@ -204,8 +208,17 @@ async fn run_test(
 async fn warm_up(client: &Client, server: &ServerInfo, recorder: &Recorder, test: u32, count: u32) -> Result<()> {
     for n in 0..count {
         let messages = [ChatMessage::new("user", format!("Warm-up request {n}: reply with a short greeting."))];
-        let request = ChatRequest { base_url: &server.base_url, model: &server.model, messages: &messages, max_tokens: 8 };
-        let outcome = client.stream_chat(&request, client.clock().now_ms()).await;
+        let outcome = match &server.template {
+            Some(t) => {
+                let prompt = t.render(&messages, true)?;
+                let request = crate::client::CompletionRequest { base_url: &server.base_url, model: &server.model, prompt: &prompt, max_tokens: 8 };
+                client.stream_completion(&request, client.clock().now_ms()).await
+            }
+            None => {
+                let request = ChatRequest { base_url: &server.base_url, model: &server.model, messages: &messages, max_tokens: 8 };
+                client.stream_chat(&request, client.clock().now_ms()).await
+            }
+        };
         let record = TurnRecord {
             test,
             conversation_id: "warmup".into(),
@@ -337,5 +350,7 @@ fn settings_json(args: &RunArgs) -> serde_json::Value {
         "request_timeout_s": args.request_timeout,
         "ignore_eos": !args.no_ignore_eos,
         "api_key": args.api_key.as_ref().map(|_| "<redacted>"),
+        "prompt_mode": format!("{:?}", args.prompt_mode).to_lowercase(),
+        "chat_template": args.chat_template,
     })
 }

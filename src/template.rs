@@ -442,3 +442,38 @@ fn conversation_messages(r: &crate::cli::TemplateRenderArgs) -> Result<Vec<ChatM
 pub fn builtin_path(name: &str) -> Option<PathBuf> {
     BUILTIN.iter().find(|b| b.0 == name).map(|b| PathBuf::from(format!("templates/{}.jinja", b.0)))
 }
+
+/// The template `run` renders prompts with: `None` in `--prompt-mode chat`. In completion mode:
+/// `--chat-template`, else the own template of the local model `--model` resolves to, else the
+/// catalog's built-in template for that model.
+pub fn for_run(args: &crate::cli::RunArgs) -> Result<Option<std::sync::Arc<ChatTemplate>>> {
+    use crate::cli::PromptMode;
+    if args.prompt_mode == PromptMode::Chat {
+        if args.chat_template.is_some() {
+            return Err(UsageError::new(
+                "--chat-template applies to --prompt-mode completion only (in chat mode the server applies its template)",
+            )
+            .into());
+        }
+        return Ok(None);
+    }
+    if let Some(spec) = &args.chat_template {
+        return ChatTemplate::load(spec).map(|t| Some(std::sync::Arc::new(t)));
+    }
+    let model = args.model.as_deref().ok_or_else(|| {
+        UsageError::new("--prompt-mode completion needs --chat-template NAME|PATH (or --model naming a downloaded model)")
+    })?;
+    let cache = crate::models::HubConfig::from_env().cache_dir;
+    if let Some(dir) = crate::models::resolve_model(model, &cache) {
+        if let Ok(t) = ChatTemplate::from_path(&dir) {
+            return Ok(Some(std::sync::Arc::new(t)));
+        }
+    }
+    if let Some(entry) = crate::models::Catalog::builtin().find(model.split('@').next().unwrap_or(model)) {
+        return ChatTemplate::load(&entry.chat_template).map(|t| Some(std::sync::Arc::new(t)));
+    }
+    Err(UsageError::new(format!(
+        "--prompt-mode completion: no chat template known for model {model:?}; pass --chat-template NAME|PATH"
+    ))
+    .into())
+}
