@@ -834,6 +834,14 @@ mod tests {
     }
 
     #[test]
+    fn free_space_check_refuses_what_does_not_fit() {
+        let dir = tempfile::tempdir().unwrap();
+        check_free_space(&dir.path().join("not/yet/created"), 1024).unwrap();
+        let err = check_free_space(dir.path(), u64::MAX / 4).unwrap_err().to_string();
+        assert!(err.contains("not enough disk space") && err.contains("free"), "{err}");
+    }
+
+    #[test]
     fn glob_escape_matches_only_itself() {
         let set = glob_set(&[glob_escape("a[1]*.json")]).unwrap().unwrap();
         assert!(set.is_match("a[1]*.json"));

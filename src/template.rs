@@ -291,7 +291,7 @@ fn dump(value: &Value, style: &JsonStyle, depth: usize, out: &mut String) -> Res
         ValueKind::Map => {
             let mut keys: Vec<Value> = value.try_iter()?.collect();
             if style.sort_keys {
-                keys.sort_by(|a, b| a.to_string().cmp(&b.to_string()));
+                keys.sort_by_key(|k| k.to_string());
             }
             open_close(out, style, depth, '{', '}', keys.len(), |i, out| {
                 let key = &keys[i];
