@@ -35,6 +35,8 @@ pub struct Hub {
     pub cut_first_get_of: Option<String>,
     /// Files the resolve endpoint answers 404 for although the tree lists them.
     pub resolve_404: Vec<String>,
+    /// ETag of each file, computed once at start (hashing in a debug build is slow).
+    pub etags: BTreeMap<String, String>,
 }
 
 pub type Shared = Arc<Mutex<Hub>>;
@@ -82,7 +84,7 @@ async fn tree(State(s): State<Shared>, UrlPath((org, name, _sha)): UrlPath<(Stri
     let entries: Vec<_> = hub
         .files
         .iter()
-        .map(|(path, body)| json!({"type": "file", "oid": etag(body).trim_matches('"'), "size": body.len(), "path": path}))
+        .map(|(path, body)| json!({"type": "file", "oid": hub.etags[path].trim_matches('"'), "size": body.len(), "path": path}))
         .collect();
     Json(entries).into_response()
 }
@@ -98,7 +100,7 @@ async fn resolve(
         return r;
     }
     let body = match hub.files.get(&file) {
-        Some(b) if format!("{org}/{name}") == REPO && !hub.resolve_404.contains(&file) => b.clone(),
+        Some(b) if format!("{org}/{name}") == REPO && !hub.resolve_404.contains(&file) => bytes::Bytes::from(b.clone()),
         _ => {
             return Response::builder()
                 .status(StatusCode::NOT_FOUND)
@@ -110,7 +112,7 @@ async fn resolve(
     };
     let builder = Response::builder()
         .header("X-Repo-Commit", COMMIT)
-        .header("ETag", etag(&body))
+        .header("ETag", hub.etags[&file].clone())
         .header("Content-Length", body.len().to_string())
         .header("Content-Type", "application/octet-stream");
     if method == Method::HEAD {
@@ -118,7 +120,7 @@ async fn resolve(
     }
     if hub.cut_first_get_of.as_deref() == Some(file.as_str()) {
         hub.cut_first_get_of = None;
-        let half = bytes::Bytes::copy_from_slice(&body[..body.len() / 2]);
+        let half = body.slice(..body.len() / 2);
         let stream = futures_util::stream::iter(vec![
             Ok::<_, std::io::Error>(half),
             Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "cut by the test")),
@@ -129,7 +131,8 @@ async fn resolve(
     builder.body(Body::from(body)).unwrap()
 }
 
-pub async fn start(hub: Hub) -> (String, Shared) {
+pub async fn start(mut hub: Hub) -> (String, Shared) {
+    hub.etags = hub.files.iter().map(|(k, v)| (k.clone(), etag(v))).collect();
     let shared: Shared = Arc::new(Mutex::new(hub));
     let app = Router::new()
         .route("/api/models/{org}/{name}/revision/{rev}", get(revision))
