@@ -728,16 +728,23 @@ pub async fn setup_command(args: SetupArgs) -> Result<()> {
     let observer: Option<Arc<dyn DownloadObserver>> = if args.quiet { None } else { Some(Arc::new(Bars::new())) };
     let done = download(&hub, &request, observer).await?;
     let secs = done.elapsed.as_secs_f64().max(1e-6);
+    let fetched = if done.fetched_files == 0 {
+        "all already in the cache, nothing fetched".to_string()
+    } else {
+        format!(
+            "fetched {} files, {} at {}/s",
+            done.fetched_files,
+            human_bytes(done.fetched_bytes),
+            human_bytes((done.fetched_bytes as f64 / secs) as u64)
+        )
+    };
     println!(
-        "{}: {} files, {} in {} ({} fetched now: {} files, {}, {}/s)",
+        "{}@{}: {} files, {} in {} ({fetched})",
         request.repo,
+        &done.commit[..done.commit.len().min(12)],
         done.files,
         human_bytes(done.total_bytes),
         done.snapshot.display(),
-        if done.fetched_files == 0 { "nothing" } else { "" },
-        done.fetched_files,
-        human_bytes(done.fetched_bytes),
-        human_bytes((done.fetched_bytes as f64 / secs) as u64),
     );
     let model_arg = match entry {
         Some(m) => m.name.clone(),

@@ -67,6 +67,9 @@ pub async fn run_command(args: RunArgs) -> Result<()> {
         Some((probe_server, probe.clone()))
     };
     let selection = selection?;
+    if let Some(t) = &template {
+        crate::template::check_suite(t, selection.chosen.iter().map(|c| &c.conversation))?;
+    }
     for dropped in &selection.dropped {
         eprintln!("skipped {}: {}", dropped.id, dropped.reason);
     }

@@ -477,3 +477,19 @@ pub fn for_run(args: &crate::cli::RunArgs) -> Result<Option<std::sync::Arc<ChatT
     ))
     .into())
 }
+
+/// Renders every turn of every conversation (earlier answers are placeholders), so a template
+/// that cannot render this suite (e.g. one that raises on a role order) fails before any request.
+pub fn check_suite<'a>(template: &ChatTemplate, conversations: impl IntoIterator<Item = &'a crate::workload::Conversation>) -> Result<()> {
+    for conversation in conversations {
+        let mut state = crate::workload::prompt::ConversationState::new(conversation);
+        for turn in 0..conversation.turns.len() {
+            let prompt = state.begin_turn();
+            template.render(&prompt.messages, true).with_context(|| {
+                format!("--chat-template {} cannot render turn {} of {}", template.origin(), turn + 1, conversation.id)
+            })?;
+            state.finish_turn(format!("[answer to turn {}]", turn + 1));
+        }
+    }
+    Ok(())
+}

@@ -108,3 +108,20 @@ fn template_render_shows_a_turn_prompt() {
     assert!(text.contains("<|im_start|>assistant\n[answer to turn 1]<|im_end|>"), "{text}");
     assert!(text.ends_with("<|im_start|>assistant\n"), "{text}");
 }
+
+#[test]
+fn a_template_that_cannot_render_the_suite_fails_before_the_benchmark() {
+    let dir = tempfile::tempdir().unwrap();
+    write_suite(dir.path());
+    let template = dir.path().join("no-system.jinja");
+    std::fs::write(
+        &template,
+        "{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('system prompts are not supported') }}{% endif %}{{ m.content }}{% endfor %}",
+    )
+    .unwrap();
+    let out = run(dir.path(), &["--prompt-mode", "completion", "--chat-template", template.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("system prompts are not supported") && stderr.contains("chat-a"), "{stderr}");
+    assert!(!dir.path().join("results").exists() || std::fs::read_dir(dir.path().join("results")).unwrap().next().is_none());
+}
