@@ -608,12 +608,13 @@ fn explain(hub: &HubConfig, request: &DownloadRequest, err: HFError) -> anyhow::
             hub.cache_dir.display()
         ))
         .into(),
-        HFError::Request { source, url } if source.is_connect() || source.is_timeout() => anyhow::anyhow!(
-            "cannot reach {} ({}): no network? `turnbench setup --offline` uses only the cache",
-            hub.endpoint,
-            url.unwrap_or_default()
-        )
-        .context(source),
+        HFError::Request { source, url } if source.is_connect() || source.is_timeout() => {
+            anyhow::Error::new(source).context(format!(
+                "cannot reach {} ({}): no network? `turnbench setup --offline` uses only the cache",
+                hub.endpoint,
+                url.unwrap_or_default()
+            ))
+        }
         other => anyhow::Error::new(other),
     }
 }
