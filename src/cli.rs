@@ -131,7 +131,7 @@ pub struct SetupArgs {
     /// Hugging Face cache folder [default: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub].
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Model catalog file.
+    /// Model catalog file (the copy built into turnbench is used when it does not exist).
     #[arg(long, default_value = "configs/models.toml", value_name = "FILE")]
     pub catalog: PathBuf,
     /// No progress bars.
