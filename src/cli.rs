@@ -24,6 +24,10 @@ pub enum Command {
     Report(ReportArgs),
     /// Serve a vLLM-compatible simulator (OpenAI API, /metrics, prefix cache, latency model).
     Sim(SimArgs),
+    /// Download a model into the Hugging Face cache (the one Python's huggingface_hub uses).
+    Setup(SetupArgs),
+    /// Chat templates: list the built-in ones, render the prompt a conversation turn produces.
+    Template(TemplateArgs),
 }
 
 /// Which server the benchmark talks to.
@@ -107,6 +111,93 @@ pub struct RunArgs {
     /// Seed for everything random (simulator answers, think times).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+
+    /// `chat`: send messages to /v1/chat/completions (the server applies its template).
+    /// `completion`: render each turn's prompt locally with --chat-template and send it to
+    /// /v1/completions, so the exact prompt is known and recorded.
+    #[arg(long, value_enum, default_value_t = PromptMode::Chat)]
+    pub prompt_mode: PromptMode,
+    /// Chat template for --prompt-mode completion: a built-in name (phi3, llama3, chatml,
+    /// mistral), a .jinja or tokenizer_config.json file, or a model folder. Default: the template
+    /// of the local model --model resolves to.
+    #[arg(long, value_name = "NAME|PATH")]
+    pub chat_template: Option<String>,
+}
+
+/// Who turns messages into the prompt string.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum PromptMode {
+    /// The server applies its chat template (/v1/chat/completions).
+    #[default]
+    Chat,
+    /// turnbench renders the template and sends the prompt to /v1/completions.
+    Completion,
+}
+
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    /// Catalog name (see --list) or Hugging Face repo id (org/name). Default: the recommended model.
+    pub model: Option<String>,
+    /// List the catalog with what is already downloaded and its size on disk.
+    #[arg(long)]
+    pub list: bool,
+    /// Branch, tag or commit to download [default: the catalog's, else main].
+    #[arg(long)]
+    pub revision: Option<String>,
+    /// Download only files matching these glob patterns (repeatable) [default: the catalog's].
+    #[arg(long = "include", value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Use only the local cache; fail if something is missing (also: HF_HUB_OFFLINE=1).
+    #[arg(long, env = "HF_HUB_OFFLINE", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
+    pub offline: bool,
+    /// Hugging Face cache folder [default: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Model catalog file (the copy built into turnbench is used when it does not exist).
+    #[arg(long, default_value = "configs/models.toml", value_name = "FILE")]
+    pub catalog: PathBuf,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TemplateArgs {
+    #[command(subcommand)]
+    pub command: TemplateCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TemplateCommand {
+    /// List the built-in templates.
+    List,
+    /// Print the prompt one conversation turn produces (earlier answers are placeholders).
+    Render(TemplateRenderArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TemplateRenderArgs {
+    /// A built-in name (phi3, llama3, chatml, mistral), a .jinja or tokenizer_config.json file, or a model folder.
+    #[arg(long, value_name = "NAME|PATH")]
+    pub template: String,
+    /// A JSON list of {role, content} messages to render instead of a suite conversation.
+    #[arg(long, value_name = "FILE")]
+    pub messages: Option<PathBuf>,
+    /// Conversation suite file.
+    #[arg(long, default_value = "data/conversations.json", value_name = "FILE")]
+    pub data: PathBuf,
+    /// RAG document store referenced by the suite.
+    #[arg(long, default_value = "data/rag_data.json", value_name = "FILE")]
+    pub rag_data: PathBuf,
+    /// Conversation id [default: the first].
+    #[arg(long, value_name = "ID")]
+    pub conversation: Option<String>,
+    /// 1-based turn whose prompt to show.
+    #[arg(long, default_value_t = 1)]
+    pub turn: usize,
+    /// Render without the assistant header that asks the model to answer.
+    #[arg(long)]
+    pub no_generation_prompt: bool,
 }
 
 /// Which conversations of the suite to replay.

@@ -51,6 +51,15 @@ pub struct ChatRequest<'a> {
     pub max_tokens: u32,
 }
 
+/// One `/v1/completions` request: a prompt rendered locally (`--prompt-mode completion`).
+#[derive(Debug, Clone)]
+pub struct CompletionRequest<'a> {
+    pub base_url: &'a str,
+    pub model: &'a str,
+    pub prompt: &'a str,
+    pub max_tokens: u32,
+}
+
 /// Everything one request produced, failed or not.
 #[derive(Debug, Clone, Default)]
 pub struct ChatOutcome {
@@ -146,6 +155,23 @@ impl Client {
             body["ignore_eos"] = json!(true);
         }
         let url = format!("{}/v1/chat/completions", request.base_url.trim_end_matches('/'));
+        self.stream(&url, &body, scheduled_ms).await
+    }
+
+    /// Streams one text completion (`/v1/completions`) of an already rendered `prompt`, through
+    /// the same streaming path as [`stream_chat`](Self::stream_chat).
+    pub async fn stream_completion(&self, request: &CompletionRequest<'_>, scheduled_ms: f64) -> ChatOutcome {
+        let mut body = json!({
+            "model": request.model,
+            "prompt": request.prompt,
+            "max_tokens": request.max_tokens,
+            "stream": true,
+            "stream_options": {"include_usage": true},
+        });
+        if self.config.ignore_eos {
+            body["ignore_eos"] = json!(true);
+        }
+        let url = format!("{}/v1/completions", request.base_url.trim_end_matches('/'));
         self.stream(&url, &body, scheduled_ms).await
     }
 

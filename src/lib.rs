@@ -9,12 +9,14 @@ pub mod client;
 pub mod engine;
 pub mod error;
 pub mod metrics;
+pub mod models;
 pub mod record;
 pub mod replay;
 pub mod report;
 pub mod results;
 pub mod runner;
 pub mod sim;
+pub mod template;
 pub mod workload;
 
 use std::process::ExitCode;
@@ -30,6 +32,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Run(args) => runner::run_command(args).await,
         Command::Report(args) => report::report_command(args),
         Command::Sim(args) => sim::serve_command(args).await,
+        Command::Setup(args) => models::setup_command(args).await,
+        Command::Template(args) => template::render_command(args),
     }
 }
 

@@ -213,6 +213,25 @@ pub struct TurnRecord {
     pub usage: Usage,
     pub output_chunks: u64,
     pub cache: CacheObservation,
+    /// The prompt turnbench rendered itself (`--prompt-mode completion`); absent in chat mode,
+    /// where the server applies its template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<RenderedPrompt>,
+}
+
+/// A prompt rendered locally with a chat template and sent to `/v1/completions`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RenderedPrompt {
+    /// Always `completion`.
+    pub mode: String,
+    /// Template used: a built-in name's file (`templates/chatml.jinja`) or a path.
+    pub template: String,
+    /// Length of the rendered prompt in characters (Unicode scalar values).
+    pub chars: u64,
+    /// Tokens of the rendered prompt by the server's `/tokenize`, when it offers that.
+    pub tokens: Option<u64>,
+    /// SHA-256 of the rendered prompt (UTF-8), hex: identical prompts have identical hashes.
+    pub sha256: String,
 }
 
 impl TurnRecord {

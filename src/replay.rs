@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{ChatOutcome, ChatRequest, Client};
+use crate::client::{ChatOutcome, ChatRequest, Client, CompletionRequest};
 use crate::metrics::server::{scrape, ServerSnapshot};
-use crate::record::{CacheObservation, Recorder, ReuseFlag, Status, TurnRecord};
+use crate::record::{CacheObservation, Recorder, RenderedPrompt, ReuseFlag, Status, TurnRecord};
 use crate::workload::prompt::{ChatMessage, ConversationState};
 use crate::workload::Conversation;
 
@@ -28,6 +28,9 @@ pub struct ServerInfo {
     pub prefix_caching: Option<bool>,
     /// The server process, when turnbench manages it: a failed turn says whether it died.
     pub process: Option<crate::engine::ProcessWatch>,
+    /// `--prompt-mode completion`: render each turn's prompt with this template and send it to
+    /// `/v1/completions`. `None`: chat mode, the server applies its own template.
+    pub template: Option<std::sync::Arc<crate::template::ChatTemplate>>,
 }
 
 impl ServerInfo {
@@ -66,6 +69,7 @@ impl ServerInfo {
             block_size: snapshot.as_ref().and_then(|s| s.block_size),
             prefix_caching: snapshot.as_ref().and_then(|s| s.prefix_caching),
             process: None,
+            template: None,
         };
         info.has_tokenize = tokenize(client, &info, &[ChatMessage::new("user", "hi")]).await.is_some();
         Ok(info)
@@ -74,10 +78,19 @@ impl ServerInfo {
 
 /// Token ids of the prompt the server builds from `messages` (`/tokenize`), if it offers that.
 pub async fn tokenize(client: &Client, server: &ServerInfo, messages: &[ChatMessage]) -> Option<Vec<u32>> {
+    tokenize_body(client, server, json!({"model": server.model, "messages": messages, "add_generation_prompt": true})).await
+}
+
+/// Token ids of an already rendered `prompt` (`/tokenize` with `prompt`), if the server offers that.
+pub async fn tokenize_prompt(client: &Client, server: &ServerInfo, prompt: &str) -> Option<Vec<u32>> {
+    tokenize_body(client, server, json!({"model": server.model, "prompt": prompt})).await
+}
+
+async fn tokenize_body(client: &Client, server: &ServerInfo, body: serde_json::Value) -> Option<Vec<u32>> {
     let mut req = client
         .http()
         .post(format!("{}/tokenize", server.base_url))
-        .json(&json!({"model": server.model, "messages": messages, "add_generation_prompt": true}))
+        .json(&body)
         .timeout(Duration::from_secs(60));
     if let Some(k) = &client.config().api_key {
         req = req.bearer_auth(k);
@@ -142,12 +155,34 @@ pub async fn replay_conversation(
             }
         }
         let prompt = state.begin_turn();
-        let prompt_tokens = if server.has_tokenize { tokenize(client, server, &prompt.messages).await } else { None };
+        // Completion mode: the exact prompt is rendered here, so it is known and recorded.
+        let rendered = match &server.template {
+            Some(t) => Some(t.render(&prompt.messages, true).with_context(|| {
+                format!("rendering turn {} of {} with {}", index + 1, conversation.id, t.origin())
+            })?),
+            None => None,
+        };
+        let prompt_tokens = match (&rendered, server.has_tokenize) {
+            (_, false) => None,
+            (Some(text), true) => tokenize_prompt(client, server, text).await,
+            (None, true) => tokenize(client, server, &prompt.messages).await,
+        };
         let before = metrics_snapshot(client, server, settings).await;
         let scheduled_ms = client.clock().now_ms();
-        let request = ChatRequest { base_url: &server.base_url, model: &server.model, messages: &prompt.messages, max_tokens: prompt.max_tokens };
+        let send = async {
+            match &rendered {
+                Some(text) => {
+                    let request = CompletionRequest { base_url: &server.base_url, model: &server.model, prompt: text, max_tokens: prompt.max_tokens };
+                    client.stream_completion(&request, scheduled_ms).await
+                }
+                None => {
+                    let request = ChatRequest { base_url: &server.base_url, model: &server.model, messages: &prompt.messages, max_tokens: prompt.max_tokens };
+                    client.stream_chat(&request, scheduled_ms).await
+                }
+            }
+        };
         let mut outcome = tokio::select! {
-            outcome = client.stream_chat(&request, scheduled_ms) => outcome,
+            outcome = send => outcome,
             _ = settings.abort.cancelled() => {
                 eprintln!("turn {} of {} abandoned (second Ctrl-C); not recorded", index + 1, conversation.id);
                 return Ok(ConversationEnd::Interrupted);
@@ -175,7 +210,10 @@ pub async fn replay_conversation(
         );
         let ok = outcome.status.is_ok();
         let answer = outcome.text.clone();
-        let record = build_record(labels, conversation, index, &prompt, outcome, delta.map(|d| (d.hits, d.queries)), cache);
+        let mut record = build_record(labels, conversation, index, &prompt, outcome, delta.map(|d| (d.hits, d.queries)), cache);
+        if let (Some(text), Some(template)) = (&rendered, &server.template) {
+            record.prompt = Some(rendered_prompt(template.origin(), text, prompt_tokens.as_deref()));
+        }
         recorder.record(record)?;
         if !ok {
             return Ok(ConversationEnd::Failed);
@@ -223,6 +261,19 @@ fn build_record(
         usage: outcome.usage,
         output_chunks: outcome.output_chunks,
         cache,
+        prompt: None,
+    }
+}
+
+/// What a turn records about a prompt it rendered itself.
+pub fn rendered_prompt(template: &str, text: &str, tokens: Option<&[u32]>) -> RenderedPrompt {
+    use sha2::{Digest, Sha256};
+    RenderedPrompt {
+        mode: "completion".into(),
+        template: template.to_string(),
+        chars: text.chars().count() as u64,
+        tokens: tokens.map(|t| t.len() as u64),
+        sha256: format!("{:x}", Sha256::digest(text.as_bytes())),
     }
 }
 

@@ -4,6 +4,7 @@
 //! reports are written from what was recorded.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -22,11 +23,13 @@ use crate::results::{self, Manifest, TestRun};
 use crate::workload::prompt::ChatMessage;
 use crate::workload::select::{render_listing, select};
 use crate::workload::tokens::TokenCounter;
+use crate::template::ChatTemplate;
 use crate::workload::{load::load_suite, Conversation};
 use crate::{report, UsageError};
 
 pub async fn run_command(args: RunArgs) -> Result<()> {
     validate(&args)?;
+    let template = crate::template::for_run(&args)?;
     let engine = Engine::from_args(&args)?;
     // Data errors surface before any server starts.
     let suite = load_suite(&args.selection.data, &args.selection.rag_data)?;
@@ -49,7 +52,7 @@ pub async fn run_command(args: RunArgs) -> Result<()> {
         abort: CancellationToken::new(),
     };
     let signals = tokio::spawn(watch_signals(settings.stop.clone(), settings.abort.clone()));
-    let result = run_with_signals(&args, &engine, suite, &client, &settings).await;
+    let result = run_with_signals(&args, &engine, suite, &client, &settings, template).await;
     signals.abort();
     result
 }
@@ -60,6 +63,7 @@ async fn run_with_signals(
     suite: crate::workload::Suite,
     client: &Client,
     settings: &ReplaySettings,
+    template: Option<Arc<ChatTemplate>>,
 ) -> Result<()> {
     // The first server answers what the model is and how it tokenizes (for selection); it then
     // serves the first test, still fresh: tokenizing touches no cache.
@@ -67,7 +71,8 @@ async fn run_with_signals(
     let first = until_stopped(&settings.stop, engine.start("server-001", scratch.path(), client.http(), args.seed))
         .await?
         .ok_or_else(|| Interrupted("the server was still starting; nothing was run".into()))?;
-    let probe = ServerInfo::probe(client, &first.base_url, served_model(args, engine).as_deref()).await?;
+    let mut probe = ServerInfo::probe(client, &first.base_url, served_model(args, engine).as_deref()).await?;
+    probe.template = template.clone();
     let counter = if probe.has_tokenize {
         TokenCounter::Server {
             client: client.http().clone(),
@@ -86,6 +91,12 @@ async fn run_with_signals(
             return Err(e);
         }
     };
+    if let Some(t) = &template {
+        if let Err(e) = crate::template::check_suite(t, selection.chosen.iter().map(|c| &c.conversation)) {
+            first.stop().await?;
+            return Err(e);
+        }
+    }
     for dropped in &selection.dropped {
         eprintln!("skipped {}: {}", dropped.id, dropped.reason);
     }
@@ -125,6 +136,7 @@ async fn run_with_signals(
         dir: &dir,
         current: None,
         spare: Some(Spare { server: first, info: probe, log_in_scratch: true }),
+        template,
         served_tests: 0,
     };
 
@@ -235,6 +247,8 @@ struct Servers<'a> {
     dir: &'a Path,
     current: Option<Spare>,
     spare: Option<Spare>,
+    /// `--prompt-mode completion`: the template every server's turns are rendered with.
+    template: Option<Arc<ChatTemplate>>,
     served_tests: u32,
 }
 
@@ -259,7 +273,9 @@ impl Servers<'_> {
                 let name = format!("test-{test:03}-{}", conversation.id);
                 let server =
                     self.engine.start(&name, &self.dir.join("engine"), self.client.http(), self.args.seed).await?;
-                let info = ServerInfo::probe(self.client, &server.base_url, served_model(self.args, self.engine).as_deref()).await?;
+                let mut info =
+                    ServerInfo::probe(self.client, &server.base_url, served_model(self.args, self.engine).as_deref()).await?;
+                info.template = self.template.clone();
                 Spare { server, info, log_in_scratch: false }
             }
         };
@@ -362,8 +378,17 @@ async fn reset_prefix_cache(client: &Client, server: &ServerInfo) -> Result<bool
 async fn warm_up(client: &Client, server: &ServerInfo, recorder: &Recorder, test: u32, count: u32) -> Result<()> {
     for n in 0..count {
         let messages = [ChatMessage::new("user", format!("Warm-up request {n}: reply with a short greeting."))];
-        let request = ChatRequest { base_url: &server.base_url, model: &server.model, messages: &messages, max_tokens: 8 };
-        let outcome = client.stream_chat(&request, client.clock().now_ms()).await;
+        let outcome = match &server.template {
+            Some(t) => {
+                let prompt = t.render(&messages, true)?;
+                let request = crate::client::CompletionRequest { base_url: &server.base_url, model: &server.model, prompt: &prompt, max_tokens: 8 };
+                client.stream_completion(&request, client.clock().now_ms()).await
+            }
+            None => {
+                let request = ChatRequest { base_url: &server.base_url, model: &server.model, messages: &messages, max_tokens: 8 };
+                client.stream_chat(&request, client.clock().now_ms()).await
+            }
+        };
         let record = TurnRecord {
             test,
             conversation_id: "warmup".into(),
@@ -498,5 +523,7 @@ fn settings_json(args: &RunArgs) -> serde_json::Value {
         "request_timeout_s": args.request_timeout,
         "ignore_eos": !args.no_ignore_eos,
         "api_key": args.api_key.as_ref().map(|_| "<redacted>"),
+        "prompt_mode": format!("{:?}", args.prompt_mode).to_lowercase(),
+        "chat_template": args.chat_template,
     })
 }
