@@ -224,17 +224,3 @@ async fn a_tree_path_escaping_the_cache_is_refused() {
     assert!(text.contains("escape"), "{text}");
     assert!(!cache.path().join("models--tiny-org--tiny-model").join("escape.json").exists());
 }
-
-/// Throughput from the local fixture (debug build; a number to compare, not a pass/fail):
-/// `cargo test --test setup_download download_throughput -- --ignored --nocapture`.
-#[tokio::test(flavor = "multi_thread")]
-#[ignore]
-async fn download_throughput() {
-    let mut files = tiny_files();
-    files.insert("big.safetensors".into(), (0..128 * 1024 * 1024u32).map(|i| (i >> 7) as u8).collect());
-    let (endpoint, _hub) = start(Hub { files, ..Default::default() }).await;
-    let cache = tempfile::tempdir().unwrap();
-    let done = download(&hub_config(&endpoint, cache.path(), None), &request(&["*.safetensors"]), None).await.unwrap();
-    let mib = done.fetched_bytes as f64 / (1024.0 * 1024.0);
-    eprintln!("fixture download: {mib:.0} MiB in {:.2?} = {:.0} MiB/s", done.elapsed, mib / done.elapsed.as_secs_f64());
-}

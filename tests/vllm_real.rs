@@ -248,3 +248,23 @@ fn a_bad_engine_argument_fails_fast_quoting_vllm() {
     assert!(took < Duration::from_secs(90), "failed after {took:?}");
     eprintln!("bad argument reported after {took:?}");
 }
+
+#[test]
+fn completion_mode_renders_the_prompt_vllm_counts() {
+    let Some(v) = vllm() else { return };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let turns: Vec<Value> =
+        (1..=3).map(|n| json!({"user": format!("Turn {n}: explain prefix caching in one line."), "max_tokens": 8})).collect();
+    let conversation = json!({"id": "completion", "title": "t", "tags": ["qa"], "system": "Be brief.", "turns": turns});
+    let fx = Fixture::new(json!([conversation]), json!([]));
+    // The model folder's own chat template, rendered by turnbench, sent to /v1/completions.
+    let out = fx.command(&v, &["--prompt-mode", "completion", "--chat-template", &v.model]).output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let turns = measured(&fx.results());
+    assert_eq!(turns.len(), 3);
+    for t in &turns {
+        assert_eq!(t["status"], "ok", "{t}");
+        assert_eq!(t["prompt"]["tokens"].as_u64(), t["usage"]["prompt_tokens"].as_u64(), "{t}");
+    }
+    assert!(turns[2]["usage"]["cached_tokens"].as_u64().unwrap() > 0, "completion prompts reuse the prefix too");
+}
