@@ -85,6 +85,13 @@ pub struct RunArgs {
     /// Seed for everything random (simulator answers, think times).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+
+    /// Interval of the samplers (machine, engine processes, GPU, server gauges), in milliseconds.
+    #[arg(long, default_value_t = 200, value_name = "MS")]
+    pub sample_interval: u64,
+    /// Start managed servers even when processes outside turnbench hold GPU memory.
+    #[arg(long)]
+    pub allow_busy_gpu: bool,
 }
 
 /// Which conversations of the suite to replay.

@@ -211,6 +211,7 @@ fn build_record(
         usage: outcome.usage,
         output_chunks: outcome.output_chunks,
         cache,
+        resources: None,
     }
 }
 

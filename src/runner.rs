@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::RunArgs;
 use crate::client::{ChatRequest, Client, ClientConfig, RunClock};
 use crate::engine::Engine;
+use crate::metrics::monitor::{engine_version, Monitor};
 use crate::error::Interrupted;
 use crate::record::{RecordSink, Recorder, Status, TurnRecord};
 use crate::replay::{replay_conversation, ConversationEnd, ReplayLabels, ReplaySettings, ServerInfo};
@@ -41,10 +42,20 @@ pub async fn run_command(args: RunArgs) -> Result<()> {
         clock,
     )?;
 
+    let monitor = Monitor::open(
+        Duration::from_millis(args.sample_interval),
+        clock,
+        args.allow_busy_gpu,
+        client.http().clone(),
+        args.api_key.clone(),
+    );
+
     // A first server answers what the model is and how it tokenizes, for selection.
     let scratch = tempfile_dir()?;
+    let baseline = if engine.is_managed() { monitor.before_start(0, &format!("{} server", engine.name())).await? } else { Default::default() };
     let probe_server = engine.start("probe", scratch.path(), client.http(), args.seed).await?;
     let probe = ServerInfo::probe(&client, &probe_server.base_url, args.model.as_deref()).await?;
+    let engine_version = engine_version(&engine, client.http(), &probe_server.base_url).await;
     let counter = if probe.has_tokenize {
         TokenCounter::Server {
             client: client.http().clone(),
@@ -60,6 +71,7 @@ pub async fn run_command(args: RunArgs) -> Result<()> {
     // server is shared by every test and warmed up once.
     let external = if engine.is_managed() {
         probe_server.stop().await?;
+        monitor.after_stop(0, baseline).await?;
         None
     } else {
         Some((probe_server, probe.clone()))
@@ -93,6 +105,8 @@ pub async fn run_command(args: RunArgs) -> Result<()> {
         interrupted: false,
     };
     results::write_manifest(&dir, &manifest)?;
+    monitor.attach(&dir)?;
+    monitor.write_system_json(&dir, engine_version)?;
     let recorder = Recorder::new(RecordSink::create(&dir.join(results::TURNS_FILE))?);
     let settings = ReplaySettings {
         think_time: Duration::from_secs_f64(args.think_time_ms / 1000.0),
@@ -116,7 +130,7 @@ pub async fn run_command(args: RunArgs) -> Result<()> {
         let conversation = &candidate.conversation;
         bar.set_message(conversation.id.clone());
         let test = index as u32 + 1;
-        let outcome = run_test(&engine, external.as_ref().map(|e| &e.1), &client, &args, &dir, &settings, &recorder, test, conversation).await;
+        let outcome = run_test(&engine, external.as_ref().map(|e| &e.1), &client, &args, &dir, &settings, &recorder, &monitor, test, conversation).await;
         let records = recorder.records();
         let done = records.iter().filter(|r| r.test == test && !r.warmup).count() as u64;
         bar.inc(done);
@@ -157,6 +171,7 @@ pub async fn run_command(args: RunArgs) -> Result<()> {
 
     manifest.interrupted = interrupted || settings.stop.is_cancelled();
     results::write_manifest(&dir, &manifest)?;
+    monitor.finish(&dir)?;
     let records = recorder.records();
     let summary = report::write_reports(&dir, &records, &manifest)?;
     println!("{}", report::console_summary(&summary));
@@ -178,24 +193,32 @@ async fn run_test(
     dir: &Path,
     settings: &ReplaySettings,
     recorder: &Recorder,
+    monitor: &Monitor,
     test: u32,
     conversation: &Conversation,
 ) -> Result<ConversationEnd> {
     let labels = ReplayLabels { test, ..Default::default() };
     if let Some(server) = shared {
-        return replay_conversation(client, server, settings, recorder, &labels, conversation).await;
+        let samplers = monitor.start(test, None, &server.base_url);
+        let result = replay_conversation(client, server, settings, recorder, &labels, conversation).await;
+        samplers.stop().await;
+        return result;
     }
+    let baseline = monitor.before_start(test, &format!("{} server for {}", engine.name(), conversation.id)).await?;
     let running = engine
         .start(&format!("test-{test:03}-{}", conversation.id), &dir.join("engine"), client.http(), args.seed)
         .await
         .with_context(|| format!("starting the {} server for {}", engine.name(), conversation.id))?;
+    let samplers = monitor.start(test, running.guard.as_ref().and_then(|g| g.pid()), &running.base_url);
     let result = async {
         let server = ServerInfo::probe(client, &running.base_url, args.model.as_deref()).await?;
         warm_up(client, &server, recorder, test, args.warmup).await?;
         replay_conversation(client, &server, settings, recorder, &labels, conversation).await
     }
     .await;
+    samplers.stop().await;
     running.stop().await?;
+    monitor.after_stop(test, baseline).await?;
     result
 }
 
@@ -274,6 +297,9 @@ fn validate(args: &RunArgs) -> Result<()> {
             return Err(UsageError::new(format!("{flag} {value}: must be a positive number of seconds")).into());
         }
     }
+    if args.sample_interval == 0 {
+        return Err(UsageError::new("--sample-interval 0: must be at least 1 millisecond").into());
+    }
     if !(args.think_time_ms.is_finite() && args.think_time_ms >= 0.0) {
         return Err(UsageError::new(format!("--think-time-ms {}: must be zero or more", args.think_time_ms)).into());
     }
@@ -336,6 +362,8 @@ fn settings_json(args: &RunArgs) -> serde_json::Value {
         "first_token_timeout_s": args.first_token_timeout,
         "request_timeout_s": args.request_timeout,
         "ignore_eos": !args.no_ignore_eos,
+        "sample_interval_ms": args.sample_interval,
+        "allow_busy_gpu": args.allow_busy_gpu,
         "api_key": args.api_key.as_ref().map(|_| "<redacted>"),
     })
 }

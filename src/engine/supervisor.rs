@@ -37,6 +37,11 @@ pub struct ServerGuard {
 }
 
 impl ServerGuard {
+    /// Pid of the server's root process (also its process-group id); `None` once torn down.
+    pub fn pid(&self) -> Option<u32> {
+        self.pgid.map(|p| p.as_raw() as u32)
+    }
+
     /// Whether the server process has exited.
     pub fn has_exited(&mut self) -> bool {
         match &mut self.child {
