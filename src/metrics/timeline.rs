@@ -80,12 +80,7 @@ impl Timeline {
 
     /// The tidy CSV, header included.
     pub fn to_csv(&self) -> Result<Vec<u8>> {
-        let mut w = csv::Writer::from_writer(Vec::new());
-        w.write_record(TIMELINE_HEADER.split(','))?;
-        for s in &self.samples {
-            w.serialize(s)?;
-        }
-        Ok(w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)
+        rows_csv(&self.samples, true)
     }
 
     pub fn from_csv(bytes: &[u8]) -> Result<Self> {
@@ -111,6 +106,18 @@ impl Timeline {
         let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
         Self::from_csv(&bytes).map(Some)
     }
+}
+
+/// CSV rows of `samples`, with or without the header line.
+fn rows_csv(samples: &[Sample], header: bool) -> Result<Vec<u8>> {
+    let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
+    if header {
+        w.write_record(TIMELINE_HEADER.split(','))?;
+    }
+    for s in samples {
+        w.serialize(s)?;
+    }
+    w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Shared collector the samplers write into: keeps every sample in memory and appends it to the
@@ -162,10 +169,8 @@ impl TimelineSink {
         }
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((path, file)) = &mut inner.file {
-            let bytes = Timeline { samples: batch.clone() }.to_csv().unwrap_or_default();
-            // Skip the header line of the batch.
-            let body = bytes.iter().position(|b| *b == b'\n').map(|i| &bytes[i + 1..]).unwrap_or(&[]);
-            if let Err(e) = file.write_all(body) {
+            let body = rows_csv(&batch, false).unwrap_or_default();
+            if let Err(e) = file.write_all(&body) {
                 let msg = format!("cannot append to {}: {e}", path.display());
                 inner.file = None;
                 inner.write_error = Some(msg);
