@@ -15,6 +15,9 @@ use super::timeline::{metric, source, Sample};
 
 const MIB: f64 = 1024.0 * 1024.0;
 const RESCAN: Duration = Duration::from_secs(1);
+/// CPU time is counted in 10 ms ticks: a reading over a shorter window than this would be
+/// mostly rounding, so faster ticks measure against an older snapshot.
+const MIN_CPU_WINDOW_MS: f64 = 100.0;
 
 /// Samples the whole machine and (optionally) one process tree.
 pub struct HostSampler {
@@ -26,6 +29,8 @@ pub struct HostSampler {
     prev: Option<(Instant, HashMap<Pid, u64>)>,
     /// Whether to sample the whole machine (off for the cost benchmark of the tree alone).
     pub system: bool,
+    /// No CPU % on the first tick: the interval since `new` is too short to mean anything.
+    cpu_primed: bool,
 }
 
 impl HostSampler {
@@ -33,7 +38,7 @@ impl HostSampler {
     pub fn new(root: Option<u32>) -> Result<Self, String> {
         let mut sys = System::new().map_err(|e| format!("sysinfo: {e}"))?;
         sys.refresh_cpu_usage();
-        Ok(Self { sys, root: root.map(Pid::from_u32), tree: Vec::new(), last_scan: None, prev: None, system: true })
+        Ok(Self { sys, root: root.map(Pid::from_u32), tree: Vec::new(), last_scan: None, prev: None, system: true, cpu_primed: false })
     }
 
     /// Pids of the watched tree, as of the last scan.
@@ -72,10 +77,13 @@ impl HostSampler {
         if self.system {
             self.sys.refresh_cpu_usage();
             self.sys.refresh_memory();
-            out.push(Sample::new(t_ms, test, source::SYSTEM, metric::CPU_PCT, "all", self.sys.global_cpu_usage() as f64));
-            for (i, cpu) in self.sys.cpus().iter().enumerate() {
-                out.push(Sample::new(t_ms, test, source::SYSTEM, metric::CPU_PCT, &format!("cpu{i}"), cpu.usage() as f64));
+            if self.cpu_primed {
+                out.push(Sample::new(t_ms, test, source::SYSTEM, metric::CPU_PCT, "all", self.sys.global_cpu_usage() as f64));
+                for (i, cpu) in self.sys.cpus().iter().enumerate() {
+                    out.push(Sample::new(t_ms, test, source::SYSTEM, metric::CPU_PCT, &format!("cpu{i}"), cpu.usage() as f64));
+                }
             }
+            self.cpu_primed = true;
             out.push(Sample::new(t_ms, test, source::SYSTEM, metric::MEM_USED_MIB, "", self.sys.used_memory() as f64 / MIB));
             out.push(Sample::new(t_ms, test, source::SYSTEM, "mem_available_mib", "", self.sys.available_memory() as f64 / MIB));
             if let Ok(load) = System::load_average() {
@@ -115,16 +123,21 @@ impl HostSampler {
             out.push(Sample::new(t_ms, test, source::ENGINE, "threads", "", threads as f64));
             out.push(Sample::new(t_ms, test, source::ENGINE, "processes", "", count as f64));
         }
-        if let Some((then, before)) = &self.prev {
-            let wall_ms = now.duration_since(*then).as_secs_f64() * 1000.0;
-            // Only pids seen at both ticks: a new child's earlier CPU time is not this interval's.
-            let used: u64 =
-                cpu_ms.iter().filter_map(|(pid, now)| before.get(pid).map(|b| now.saturating_sub(*b))).sum();
-            if wall_ms > 0.0 && count > 0 {
-                out.push(Sample::new(t_ms, test, source::ENGINE, metric::CPU_PCT, "", used as f64 / wall_ms * 100.0));
+        match &self.prev {
+            Some((then, before)) => {
+                let wall_ms = now.duration_since(*then).as_secs_f64() * 1000.0;
+                if wall_ms >= MIN_CPU_WINDOW_MS {
+                    // Only pids seen at both ends: a new child's earlier CPU time is not this window's.
+                    let used: u64 =
+                        cpu_ms.iter().filter_map(|(pid, now)| before.get(pid).map(|b| now.saturating_sub(*b))).sum();
+                    if count > 0 {
+                        out.push(Sample::new(t_ms, test, source::ENGINE, metric::CPU_PCT, "", used as f64 / wall_ms * 100.0));
+                    }
+                    self.prev = Some((now, cpu_ms));
+                }
             }
+            None => self.prev = Some((now, cpu_ms)),
         }
-        self.prev = Some((now, cpu_ms));
         out
     }
 }
@@ -193,12 +206,17 @@ mod tests {
     fn system_rows_and_own_tree() {
         let mut s = HostSampler::new(Some(std::process::id())).unwrap();
         let first = s.sample(0.0, 1);
-        assert!(first.iter().any(|r| r.source == "system" && r.metric == "cpu_pct" && r.device == "all"));
+        assert!(!first.iter().any(|r| r.metric == "cpu_pct"), "no CPU % before an interval has passed");
+        assert!(first.iter().any(|r| r.source == "system" && r.metric == "mem_used_mib"));
         assert!(first.iter().any(|r| r.source == "engine" && r.metric == "rss_mib" && r.value > 1.0));
         assert!(s.engine_pids().contains(&std::process::id()));
-        std::thread::sleep(Duration::from_millis(50));
-        let second = s.sample(50.0, 1);
+        std::thread::sleep(Duration::from_millis(30));
+        let early = s.sample(30.0, 1);
+        assert!(!early.iter().any(|r| r.source == "engine" && r.metric == "cpu_pct"), "window too short for CPU time");
+        std::thread::sleep(Duration::from_millis(90));
+        let second = s.sample(120.0, 1);
         assert!(second.iter().any(|r| r.source == "engine" && r.metric == "cpu_pct"));
+        assert!(second.iter().any(|r| r.source == "system" && r.metric == "cpu_pct" && r.device == "cpu0"));
         let threads = second.iter().find(|r| r.metric == "threads").unwrap().value;
         assert!(threads >= 1.0);
     }
