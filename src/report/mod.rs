@@ -61,7 +61,10 @@ pub fn all_exporters() -> Vec<Box<dyn Exporter>> {
 /// Computes the summary of `records` and writes every exporter's file into `dir`, atomically.
 pub fn write_reports(dir: &Path, records: &[TurnRecord], manifest: &Manifest) -> Result<Summary> {
     // Samples, when the run took any: joined onto the records and summarized per test.
-    let timeline = crate::metrics::timeline::Timeline::read(dir)?;
+    let timeline = crate::metrics::timeline::Timeline::read(dir).unwrap_or_else(|e| {
+        eprintln!("warning: {e:#}; reports leave resources out");
+        None
+    });
     let joined;
     let records = match &timeline {
         Some(t) => {
