@@ -33,6 +33,18 @@ pub enum EngineKind {
     Sim,
     /// An OpenAI-compatible server you started yourself (`--endpoint`).
     External,
+    /// `vllm serve` started and supervised by turnbench (`--model`, `--profile`, `--vllm-cmd`).
+    Vllm,
+}
+
+/// What tests share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Isolation {
+    /// A fresh server for every test (one conversation = one test): nothing carries over.
+    Test,
+    /// One server for the whole run; its prefix cache is reset (and the reset verified) between
+    /// tests. Starts faster; vLLM needs VLLM_SERVER_DEV_MODE=1, which turnbench sets.
+    Run,
 }
 
 #[derive(Debug, Args)]
@@ -43,9 +55,19 @@ pub struct RunArgs {
     /// Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000 (implies --engine external).
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
-    /// Model name sent in requests. Default: the first model the server lists.
+    /// Model: for --engine vllm the path or repo id to serve; otherwise the name sent in
+    /// requests (default: the first model the server lists).
     #[arg(long)]
     pub model: Option<String>,
+    /// vLLM settings: a profile name from configs/vllm/ (single-user, optimized, debug) or a TOML path.
+    #[arg(long, default_value = "single-user", value_name = "NAME|PATH")]
+    pub profile: String,
+    /// Command that starts vLLM (`<cmd> serve MODEL ...`), e.g. scripts/vllm-cpu/vllm.
+    #[arg(long, default_value = "vllm", value_name = "CMD")]
+    pub vllm_cmd: String,
+    /// A fresh server per test, or one per run with its prefix cache reset between tests.
+    #[arg(long, value_enum, default_value_t = Isolation::Test)]
+    pub isolation: Isolation,
     /// API key for the endpoint. Never written to any results file.
     #[arg(long, env = "TURNBENCH_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::{ChatOutcome, ChatRequest, Client};
 use crate::metrics::server::{scrape, ServerSnapshot};
-use crate::record::{CacheObservation, Recorder, ReuseFlag, TurnRecord};
+use crate::record::{CacheObservation, Recorder, ReuseFlag, Status, TurnRecord};
 use crate::workload::prompt::{ChatMessage, ConversationState};
 use crate::workload::Conversation;
 
@@ -26,6 +26,8 @@ pub struct ServerInfo {
     pub has_tokenize: bool,
     pub block_size: Option<u64>,
     pub prefix_caching: Option<bool>,
+    /// The server process, when turnbench manages it: a failed turn says whether it died.
+    pub process: Option<crate::engine::ProcessWatch>,
 }
 
 impl ServerInfo {
@@ -63,6 +65,7 @@ impl ServerInfo {
             has_tokenize: false,
             block_size: snapshot.as_ref().and_then(|s| s.block_size),
             prefix_caching: snapshot.as_ref().and_then(|s| s.prefix_caching),
+            process: None,
         };
         info.has_tokenize = tokenize(client, &info, &[ChatMessage::new("user", "hi")]).await.is_some();
         Ok(info)
@@ -143,13 +146,22 @@ pub async fn replay_conversation(
         let before = metrics_snapshot(client, server, settings).await;
         let scheduled_ms = client.clock().now_ms();
         let request = ChatRequest { base_url: &server.base_url, model: &server.model, messages: &prompt.messages, max_tokens: prompt.max_tokens };
-        let outcome = tokio::select! {
+        let mut outcome = tokio::select! {
             outcome = client.stream_chat(&request, scheduled_ms) => outcome,
             _ = settings.abort.cancelled() => {
                 eprintln!("turn {} of {} abandoned (second Ctrl-C); not recorded", index + 1, conversation.id);
                 return Ok(ConversationEnd::Interrupted);
             }
         };
+        if matches!(outcome.status, Status::Connect | Status::Stream | Status::Timeout) {
+            if let Some(note) = match &server.process {
+                Some(p) => p.death_note(Duration::from_secs(2)).await,
+                None => None,
+            } {
+                let error = outcome.error.take().unwrap_or_default();
+                outcome.error = Some(format!("{error}; {note}"));
+            }
+        }
         let after = metrics_snapshot(client, server, settings).await;
         let delta = match (&before, &after) {
             (Some(b), Some(a)) => a.prefix_cache_delta(b),

@@ -42,6 +42,31 @@ pub struct Manifest {
     pub settings: serde_json::Value,
     /// Set when the run was interrupted (Ctrl-C) or failed before the suite ended.
     pub interrupted: bool,
+    /// One entry per test: its server's start-up and teardown, and how it ended.
+    #[serde(default)]
+    pub tests: Vec<TestRun>,
+}
+
+/// How one test went, server-side (DESIGN §7).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TestRun {
+    pub test: u32,
+    pub conversation_id: String,
+    /// `completed`, `failed`, `interrupted` or `server_failed` (its server never served it).
+    pub outcome: String,
+    /// Spawn to ready (health + model listed) of the server started for this test.
+    pub time_to_ready_ms: Option<f64>,
+    /// SIGTERM to no process left, for the server stopped after this test.
+    pub teardown_ms: Option<f64>,
+    /// Whether the prefix-cache reset before this test was verified (`--isolation run`).
+    pub cache_reset_verified: Option<bool>,
+    /// The server's log, relative to the results folder.
+    pub server_log: Option<String>,
+    /// After the server's teardown: until GPU memory was back near its pre-start level (GPU
+    /// hygiene; absent without a GPU probe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_release_ms: Option<f64>,
+    pub error: Option<String>,
 }
 
 /// Creates `base/<timestamp>[_label]`, adding `-2`, `-3`… rather than ever reusing a folder.

@@ -11,14 +11,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::RunArgs;
+use crate::cli::{Isolation, RunArgs};
 use crate::client::{ChatRequest, Client, ClientConfig, RunClock};
-use crate::engine::Engine;
-use crate::metrics::monitor::{engine_version, Monitor};
+use crate::engine::{Engine, RunningServer};
+use crate::metrics::monitor::{engine_version, Baseline, Monitor};
+use crate::metrics::sampler::Samplers;
+use crate::metrics::server::scrape;
 use crate::error::Interrupted;
 use crate::record::{RecordSink, Recorder, Status, TurnRecord};
 use crate::replay::{replay_conversation, ConversationEnd, ReplayLabels, ReplaySettings, ServerInfo};
-use crate::results::{self, Manifest};
+use crate::results::{self, Manifest, TestRun};
 use crate::workload::prompt::ChatMessage;
 use crate::workload::select::{render_listing, select};
 use crate::workload::tokens::TokenCounter;
@@ -31,9 +33,10 @@ pub async fn run_command(args: RunArgs) -> Result<()> {
     // Data errors surface before any server starts.
     let suite = load_suite(&args.selection.data, &args.selection.rag_data)?;
     let clock = RunClock::start();
+    let api_key = args.api_key.clone().or_else(|| engine.api_key().map(str::to_string));
     let client = Client::new(
         ClientConfig {
-            api_key: args.api_key.clone(),
+            api_key: api_key.clone(),
             connect_timeout: Duration::from_secs_f64(args.connect_timeout),
             first_token_timeout: Duration::from_secs_f64(args.first_token_timeout),
             request_timeout: Duration::from_secs_f64(args.request_timeout),
@@ -41,46 +44,64 @@ pub async fn run_command(args: RunArgs) -> Result<()> {
         },
         clock,
     )?;
+    let settings = ReplaySettings {
+        think_time: Duration::from_secs_f64(args.think_time_ms / 1000.0),
+        metrics_deltas: true,
+        stop: CancellationToken::new(),
+        abort: CancellationToken::new(),
+    };
+    let signals = tokio::spawn(watch_signals(settings.stop.clone(), settings.abort.clone()));
+    let result = run_with_signals(&args, &engine, suite, &client, &settings).await;
+    signals.abort();
+    result
+}
 
+async fn run_with_signals(
+    args: &RunArgs,
+    engine: &Engine,
+    suite: crate::workload::Suite,
+    client: &Client,
+    settings: &ReplaySettings,
+) -> Result<()> {
     let monitor = Monitor::open(
         Duration::from_millis(args.sample_interval),
-        clock,
+        client.clock(),
         args.allow_busy_gpu,
         client.http().clone(),
-        args.api_key.clone(),
+        client.config().api_key.clone(),
     );
-
-    // A first server answers what the model is and how it tokenizes, for selection.
+    // The first server answers what the model is and how it tokenizes (for selection); it then
+    // serves the first test, still fresh: tokenizing touches no cache.
     let scratch = tempfile_dir()?;
-    let baseline = if engine.is_managed() { monitor.before_start(0, &format!("{} server", engine.name())).await? } else { Default::default() };
-    let probe_server = engine.start("probe", scratch.path(), client.http(), args.seed).await?;
-    let probe = ServerInfo::probe(&client, &probe_server.base_url, args.model.as_deref()).await?;
-    let engine_version = engine_version(&engine, client.http(), &probe_server.base_url).await;
+    let baseline = monitor.before_start(engine, 1).await?;
+    let first = until_stopped(&settings.stop, engine.start("server-001", scratch.path(), client.http(), args.seed))
+        .await?
+        .context("interrupted while the server was starting")?;
+    let probe = ServerInfo::probe(client, &first.base_url, served_model(args, engine).as_deref()).await?;
+    let engine_version = engine_version(engine, client.http(), &first.base_url).await;
     let counter = if probe.has_tokenize {
         TokenCounter::Server {
             client: client.http().clone(),
             base_url: probe.base_url.clone(),
             model: Some(probe.model.clone()),
-            api_key: args.api_key.clone(),
+            api_key: client.config().api_key.clone(),
         }
     } else {
         TokenCounter::Estimate
     };
     let selection = select(&suite, &args.selection, &counter).await;
-    // The probe of a managed engine is not reused: every test gets a fresh server. An external
-    // server is shared by every test and warmed up once.
-    let external = if engine.is_managed() {
-        probe_server.stop().await?;
-        monitor.after_stop(0, baseline).await?;
-        None
-    } else {
-        Some((probe_server, probe.clone()))
+    let selection = match selection {
+        Ok(s) => s,
+        Err(e) => {
+            first.stop().await?;
+            return Err(e);
+        }
     };
-    let selection = selection?;
     for dropped in &selection.dropped {
         eprintln!("skipped {}: {}", dropped.id, dropped.reason);
     }
     if args.selection.list_conversations {
+        first.stop().await?;
         print!("{}", render_listing(&selection));
         return Ok(());
     }
@@ -101,75 +122,89 @@ pub async fn run_command(args: RunArgs) -> Result<()> {
         token_counts_estimated: counter.is_estimate(),
         datasets: suite.sources.clone(),
         seed: args.seed,
-        settings: settings_json(&args),
+        settings: settings_json(args),
         interrupted: false,
+        tests: Vec::new(),
     };
     results::write_manifest(&dir, &manifest)?;
     monitor.attach(&dir)?;
     monitor.write_system_json(&dir, engine_version)?;
     let recorder = Recorder::new(RecordSink::create(&dir.join(results::TURNS_FILE))?);
-    let settings = ReplaySettings {
-        think_time: Duration::from_secs_f64(args.think_time_ms / 1000.0),
-        metrics_deltas: true,
-        stop: CancellationToken::new(),
-        abort: CancellationToken::new(),
+    let mut servers = Servers {
+        engine,
+        args,
+        client,
+        recorder: &recorder,
+        dir: &dir,
+        current: None,
+        spare: Some(Spare { server: first, info: probe, log_in_scratch: true, baseline, test: 1 }),
+        served_tests: 0,
+        monitor: &monitor,
+        samplers: None,
     };
-    let signals = tokio::spawn(watch_signals(settings.stop.clone(), settings.abort.clone()));
-    if let Some((_, server)) = &external {
-        warm_up(&client, server, &recorder, 0, args.warmup).await?;
-    }
 
     let total_turns: u64 = selection.chosen.iter().map(|c| c.conversation.turns.len() as u64).sum();
     let bar = progress_bar(total_turns);
-    let mut interrupted = false;
     for (index, candidate) in selection.chosen.iter().enumerate() {
         if settings.stop.is_cancelled() {
-            interrupted = true;
             break;
         }
         let conversation = &candidate.conversation;
         bar.set_message(conversation.id.clone());
         let test = index as u32 + 1;
-        let outcome = run_test(&engine, external.as_ref().map(|e| &e.1), &client, &args, &dir, &settings, &recorder, &monitor, test, conversation).await;
+        let mut test_run = TestRun { test, conversation_id: conversation.id.clone(), ..Default::default() };
+        let outcome = async {
+            let server = until_stopped(&settings.stop, servers.for_test(test, conversation, &mut test_run))
+                .await?
+                .context("interrupted while the server was starting")?;
+            let labels = ReplayLabels { test, ..Default::default() };
+            replay_conversation(client, &server, settings, &recorder, &labels, conversation).await
+        }
+        .await;
         let records = recorder.records();
         let done = records.iter().filter(|r| r.test == test && !r.warmup).count() as u64;
         bar.inc(done);
-        match outcome {
+        match &outcome {
             Ok(ConversationEnd::Completed) => bar.println(format!("  ok      {} ({} turns)", conversation.id, done)),
             Ok(ConversationEnd::Failed) => {
                 let last = records.iter().rev().find(|r| r.test == test);
                 let why = last.and_then(|r| r.error.clone()).unwrap_or_default();
                 bar.println(format!("  FAILED  {} at turn {}: {}", conversation.id, done, first_line(&why)));
             }
-            Ok(ConversationEnd::Interrupted) => {
-                interrupted = true;
-                bar.println(format!("  stopped {} after {} turns", conversation.id, done));
-                break;
-            }
+            Ok(ConversationEnd::Interrupted) => bar.println(format!("  stopped {} after {} turns", conversation.id, done)),
             Err(e) => {
                 // The server never served this test: record it so the failure shows in every report.
                 let error = format!("{e:#}");
                 bar.println(format!("  FAILED  {}: {}", conversation.id, first_line(&error)));
-                recorder.record(TurnRecord {
-                    test,
-                    conversation_id: conversation.id.clone(),
-                    tags: conversation.tags.clone(),
-                    turn: 1,
-                    status: Status::Connect,
-                    error: Some(error),
-                    max_tokens: conversation.turns[0].max_tokens,
-                    ..Default::default()
-                })?;
+                test_run.error = Some(error.clone());
+                if !settings.stop.is_cancelled() {
+                    recorder.record(TurnRecord {
+                        test,
+                        conversation_id: conversation.id.clone(),
+                        tags: conversation.tags.clone(),
+                        turn: 1,
+                        status: Status::Connect,
+                        error: Some(error),
+                        max_tokens: conversation.turns[0].max_tokens,
+                        ..Default::default()
+                    })?;
+                }
             }
         }
+        test_run.outcome = match outcome {
+            Ok(ConversationEnd::Completed) => "completed",
+            Ok(ConversationEnd::Failed) => "failed",
+            Ok(ConversationEnd::Interrupted) => "interrupted",
+            Err(_) => "server_failed",
+        }
+        .to_string();
+        servers.after_test(&mut test_run).await;
+        manifest.tests.push(test_run);
     }
     bar.finish_and_clear();
-    signals.abort();
-    if let Some((server, _)) = external {
-        server.stop().await?;
-    }
+    servers.shutdown(manifest.tests.last_mut()).await;
 
-    manifest.interrupted = interrupted || settings.stop.is_cancelled();
+    manifest.interrupted = settings.stop.is_cancelled();
     results::write_manifest(&dir, &manifest)?;
     monitor.finish(&dir)?;
     let records = recorder.records();
@@ -182,44 +217,183 @@ pub async fn run_command(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
-/// One test: a server of its own (managed engines) probed and warmed up, then the
-/// conversation. With an external server, `shared` carries what the run's probe learned.
-#[allow(clippy::too_many_arguments)]
-async fn run_test(
-    engine: &Engine,
-    shared: Option<&ServerInfo>,
-    client: &Client,
-    args: &RunArgs,
-    dir: &Path,
-    settings: &ReplaySettings,
-    recorder: &Recorder,
-    monitor: &Monitor,
+/// The model name requests carry: for vLLM the served name is the model argument itself.
+fn served_model(args: &RunArgs, engine: &Engine) -> Option<String> {
+    match engine {
+        Engine::Vllm { model, .. } => Some(model.clone()),
+        _ => args.model.clone(),
+    }
+}
+
+/// Runs `fut` unless `stop` fires first (then `None`; dropping `fut` kills a starting server).
+async fn until_stopped<T>(stop: &CancellationToken, fut: impl std::future::Future<Output = Result<T>>) -> Result<Option<T>> {
+    tokio::select! {
+        r = fut => r.map(Some),
+        _ = stop.cancelled() => Ok(None),
+    }
+}
+
+/// A started server not yet used by a test.
+struct Spare {
+    server: RunningServer,
+    info: ServerInfo,
+    /// Its log was written before the results folder existed: copied there at teardown.
+    log_in_scratch: bool,
+    /// GPU memory before it started (hygiene), and the last test it served.
+    baseline: Baseline,
     test: u32,
-    conversation: &Conversation,
-) -> Result<ConversationEnd> {
-    let labels = ReplayLabels { test, ..Default::default() };
-    if let Some(server) = shared {
-        let samplers = monitor.start(test, None, &server.base_url);
-        let result = replay_conversation(client, server, settings, recorder, &labels, conversation).await;
-        samplers.stop().await;
-        return result;
+}
+
+/// Which server serves each test: a fresh one per test (`--isolation test`), one for the run
+/// with the prefix cache reset in between (`--isolation run`), or the external endpoint.
+struct Servers<'a> {
+    engine: &'a Engine,
+    args: &'a RunArgs,
+    client: &'a Client,
+    recorder: &'a Recorder,
+    dir: &'a Path,
+    current: Option<Spare>,
+    spare: Option<Spare>,
+    served_tests: u32,
+    monitor: &'a Monitor,
+    /// Sampling the current test.
+    samplers: Option<Samplers>,
+}
+
+impl Servers<'_> {
+    fn shared(&self) -> bool {
+        !self.engine.is_managed() || self.args.isolation == Isolation::Run
     }
-    let baseline = monitor.before_start(test, &format!("{} server for {}", engine.name(), conversation.id)).await?;
-    let running = engine
-        .start(&format!("test-{test:03}-{}", conversation.id), &dir.join("engine"), client.http(), args.seed)
-        .await
-        .with_context(|| format!("starting the {} server for {}", engine.name(), conversation.id))?;
-    let samplers = monitor.start(test, running.guard.as_ref().and_then(|g| g.pid()), &running.base_url);
-    let result = async {
-        let server = ServerInfo::probe(client, &running.base_url, args.model.as_deref()).await?;
-        warm_up(client, &server, recorder, test, args.warmup).await?;
-        replay_conversation(client, &server, settings, recorder, &labels, conversation).await
+
+    /// The server for `test`, started, probed and warmed up as needed.
+    async fn for_test(&mut self, test: u32, conversation: &Conversation, run: &mut TestRun) -> Result<ServerInfo> {
+        if let Some(current) = &mut self.current {
+            current.test = test;
+            self.samplers = Some(self.monitor.start(test, current.server.guard.as_ref().map(|g| g.pid()), &current.info.base_url));
+            // Reused for this test (shared server): reset its prefix cache when turnbench owns it.
+            if self.engine.is_managed() {
+                let verified = reset_prefix_cache(self.client, &current.info).await?;
+                run.cache_reset_verified = Some(verified);
+            }
+            return Ok(current.info.clone());
+        }
+        let mut spare = match self.spare.take() {
+            Some(spare) => spare,
+            None => {
+                let name = format!("test-{test:03}-{}", conversation.id);
+                let baseline = self.monitor.before_start(self.engine, test).await?;
+                let server =
+                    self.engine.start(&name, &self.dir.join("engine"), self.client.http(), self.args.seed).await?;
+                let info = ServerInfo::probe(self.client, &server.base_url, served_model(self.args, self.engine).as_deref()).await?;
+                Spare { server, info, log_in_scratch: false, baseline, test }
+            }
+        };
+        spare.test = test;
+        self.samplers = Some(self.monitor.start(test, spare.server.guard.as_ref().map(|g| g.pid()), &spare.info.base_url));
+        spare.info.process = spare.server.process();
+        if let Some(guard) = &spare.server.guard {
+            run.time_to_ready_ms = Some(guard.time_to_ready.as_secs_f64() * 1000.0);
+            let file = guard.log_path.file_name().unwrap_or_default().to_string_lossy();
+            run.server_log = Some(format!("engine/{file}"));
+        }
+        warm_up(self.client, &spare.info, self.recorder, test, self.args.warmup).await?;
+        self.served_tests += 1;
+        let info = spare.info.clone();
+        self.current = Some(spare);
+        Ok(info)
     }
-    .await;
-    samplers.stop().await;
-    running.stop().await?;
-    monitor.after_stop(test, baseline).await?;
-    result
+
+    /// After a test: a per-test server is stopped; a shared one is kept unless it died.
+    async fn after_test(&mut self, run: &mut TestRun) {
+        if let Some(samplers) = self.samplers.take() {
+            samplers.stop().await;
+        }
+        let died = self
+            .current
+            .as_ref()
+            .and_then(|c| c.server.guard.as_ref())
+            .is_some_and(|g| g.exit_status().is_some());
+        if !self.shared() || died {
+            self.stop_current(Some(run)).await;
+        }
+    }
+
+    async fn shutdown(&mut self, last: Option<&mut TestRun>) {
+        if let Some(samplers) = self.samplers.take() {
+            samplers.stop().await;
+        }
+        self.stop_current(last).await;
+        if let Some(spare) = self.spare.take() {
+            self.stop(spare, None).await;
+        }
+    }
+
+    async fn stop_current(&mut self, run: Option<&mut TestRun>) {
+        if let Some(current) = self.current.take() {
+            self.stop(current, run).await;
+        }
+    }
+
+    async fn stop(&self, spare: Spare, mut run: Option<&mut TestRun>) {
+        let scratch_log = spare.server.guard.as_ref().filter(|_| spare.log_in_scratch).map(|g| g.log_path.clone());
+        match spare.server.stop().await {
+            Ok(took) => {
+                if let Some(run) = run.as_deref_mut() {
+                    if self.engine.is_managed() {
+                        run.teardown_ms = Some(took.as_secs_f64() * 1000.0);
+                    }
+                }
+            }
+            Err(e) => eprintln!("warning: server teardown: {e:#}"),
+        }
+        if self.engine.is_managed() {
+            let released = self.monitor.after_stop(spare.test, spare.baseline).await;
+            if let Some(run) = run {
+                run.gpu_release_ms = released;
+            }
+        }
+        if let Some(log) = scratch_log {
+            let target = self.dir.join("engine").join(log.file_name().unwrap_or_default());
+            let _ = std::fs::create_dir_all(self.dir.join("engine"));
+            if let Err(e) = std::fs::copy(&log, &target) {
+                eprintln!("warning: cannot keep the server log {}: {e}", log.display());
+            }
+        }
+    }
+}
+
+/// Clears the server's prefix cache (`POST /reset_prefix_cache`) and verifies it: a probe prompt
+/// sent before the reset must find nothing cached after it (by `/metrics` hits, else by usage).
+async fn reset_prefix_cache(client: &Client, server: &ServerInfo) -> Result<bool> {
+    let text = "Prefix cache probe. ".repeat(40);
+    let messages = [ChatMessage::new("user", text)];
+    let request = ChatRequest { base_url: &server.base_url, model: &server.model, messages: &messages, max_tokens: 1 };
+    let first = client.stream_chat(&request, client.clock().now_ms()).await;
+    anyhow::ensure!(first.status.is_ok(), "prefix-cache probe failed: {}", first.error.unwrap_or_default());
+    let mut req = client.http().post(format!("{}/reset_prefix_cache", server.base_url));
+    if let Some(key) = &client.config().api_key {
+        req = req.bearer_auth(key);
+    }
+    let resp = req.send().await.context("POST /reset_prefix_cache")?;
+    anyhow::ensure!(
+        resp.status().is_success(),
+        "POST /reset_prefix_cache answered HTTP {} (vLLM serves it only with VLLM_SERVER_DEV_MODE=1)",
+        resp.status()
+    );
+    let before = scrape(client.http(), &server.base_url, client.config().api_key.as_deref()).await.ok();
+    let second = client.stream_chat(&request, client.clock().now_ms()).await;
+    anyhow::ensure!(second.status.is_ok(), "prefix-cache probe failed: {}", second.error.unwrap_or_default());
+    let after = scrape(client.http(), &server.base_url, client.config().api_key.as_deref()).await.ok();
+    let hits = match (before, after) {
+        (Some(b), Some(a)) => a.prefix_cache_delta(&b).map(|d| d.hits),
+        _ => None,
+    }
+    .or(second.usage.cached_tokens);
+    match hits {
+        Some(0) => Ok(true),
+        Some(n) => anyhow::bail!("prefix cache not empty after /reset_prefix_cache: {n} tokens still hit"),
+        None => Ok(false),
+    }
 }
 
 /// Warm-up requests: they pay one-time costs (connections, compilation) and are recorded with
@@ -356,6 +530,9 @@ fn settings_json(args: &RunArgs) -> serde_json::Value {
             "conversations": s.conversations,
         },
         "engine_args": args.engine_args,
+        "profile": args.profile,
+        "vllm_cmd": args.vllm_cmd,
+        "isolation": format!("{:?}", args.isolation).to_lowercase(),
         "warmup": args.warmup,
         "think_time_ms": args.think_time_ms,
         "connect_timeout_s": args.connect_timeout,

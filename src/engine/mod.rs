@@ -1,49 +1,100 @@
-//! Engines: the server a run talks to. A managed engine is started per test through the
-//! [`supervisor`]; an external endpoint is used as it is.
+//! Engines: the server a run talks to. Managed engines (vLLM, the simulator) are started through
+//! the [`supervisor`]; an external endpoint is used as it is.
 
 pub mod supervisor;
+pub mod vllm;
 
 use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use tokio::sync::watch;
 
 use crate::cli::{EngineKind, RunArgs};
 use crate::UsageError;
-use supervisor::{LaunchSpec, ServerGuard};
+use supervisor::{Address, LaunchSpec, ServerGuard};
+use vllm::VllmProfile;
 
 /// Environment variable naming the `turnbench` binary used to start `turnbench sim`
 /// (defaults to the running executable; tests that call `run()` in-process set it).
 pub const SIM_BIN_ENV: &str = "TURNBENCH_SIM_BIN";
 
+/// Attempts at starting vLLM when the chosen port was taken in the meantime.
+const PORT_ATTEMPTS: usize = 3;
+
 #[derive(Debug, Clone)]
 pub enum Engine {
-    /// `turnbench sim` started per test as a child process.
+    /// `turnbench sim` started as a child process.
     Sim { program: PathBuf, extra_args: Vec<String>, model_name: String },
+    /// `vllm serve` started as a child process.
+    Vllm {
+        command: String,
+        model: String,
+        profile_name: String,
+        profile: VllmProfile,
+        extra_args: Vec<String>,
+        context_size: Option<u64>,
+        /// Random per run: only turnbench can use the server.
+        api_key: String,
+        /// Set `VLLM_SERVER_DEV_MODE=1` so `/reset_prefix_cache` answers.
+        dev_mode: bool,
+    },
     /// A server someone else runs.
     External { base_url: String },
 }
 
-/// A server ready for requests. For managed engines it holds the process; dropping it tears
-/// the server down.
+/// A server ready for requests. For managed engines it holds the process; dropping it kills
+/// the server at once, [`stop`](Self::stop) tears it down in order.
 pub struct RunningServer {
     pub base_url: String,
     pub guard: Option<ServerGuard>,
 }
 
 impl RunningServer {
-    /// Orderly teardown (SIGTERM, grace, SIGKILL, verified); a no-op for external servers.
-    pub async fn stop(self) -> Result<()> {
+    /// Orderly teardown (SIGTERM, grace, SIGKILL, verified); returns how long it took (zero for
+    /// external servers, which are left alone).
+    pub async fn stop(self) -> Result<Duration> {
         match self.guard {
-            Some(g) => g.shutdown(Duration::from_secs(10)).await,
-            None => Ok(()),
+            Some(g) => g.shutdown(Duration::from_secs(15)).await,
+            None => Ok(Duration::ZERO),
         }
+    }
+
+    /// Watches the server process (managed engines only).
+    pub fn process(&self) -> Option<ProcessWatch> {
+        self.guard.as_ref().map(|g| ProcessWatch { exited: g.exit_watch(), log_path: g.log_path.clone() })
+    }
+}
+
+/// Lets the replayer tell a failed request from a dead server.
+#[derive(Debug, Clone)]
+pub struct ProcessWatch {
+    exited: watch::Receiver<Option<ExitStatus>>,
+    log_path: PathBuf,
+}
+
+impl ProcessWatch {
+    /// If the server exits within `wait`, says so with the last lines of its log.
+    pub async fn death_note(&self, wait: Duration) -> Option<String> {
+        let mut exited = self.exited.clone();
+        let status = tokio::time::timeout(wait, exited.wait_for(|s| s.is_some())).await.ok()?.ok()?.clone()?;
+        // The log may trail the exit by a moment.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Some(format!(
+            "server exited ({status}); last lines of {}:\n{}",
+            self.log_path.display(),
+            supervisor::log_tail(&self.log_path, 15)
+        ))
     }
 }
 
 impl Engine {
     pub fn from_args(args: &RunArgs) -> Result<Self> {
         let kind = args.engine.unwrap_or(if args.endpoint.is_some() { EngineKind::External } else { EngineKind::Sim });
+        if kind != EngineKind::External && args.endpoint.is_some() {
+            return Err(UsageError::new("--endpoint is for --engine external; managed engines start their own server").into());
+        }
         match kind {
             EngineKind::External => {
                 let base_url = args
@@ -56,9 +107,6 @@ impl Engine {
                 Ok(Engine::External { base_url: base_url.trim_end_matches('/').trim_end_matches("/v1").to_string() })
             }
             EngineKind::Sim => {
-                if args.endpoint.is_some() {
-                    return Err(UsageError::new("--endpoint is for --engine external; --engine sim starts its own server").into());
-                }
                 let program = match std::env::var_os(SIM_BIN_ENV) {
                     Some(p) => PathBuf::from(p),
                     None => std::env::current_exe().context("cannot locate the turnbench executable")?,
@@ -69,12 +117,29 @@ impl Engine {
                     model_name: args.model.clone().unwrap_or_else(|| "turnbench-sim".to_string()),
                 })
             }
+            EngineKind::Vllm => {
+                let model = args
+                    .model
+                    .clone()
+                    .ok_or_else(|| UsageError::new("--engine vllm needs --model PATH_OR_REPO_ID"))?;
+                Ok(Engine::Vllm {
+                    command: args.vllm_cmd.clone(),
+                    model,
+                    profile_name: args.profile.clone(),
+                    profile: VllmProfile::load(&args.profile)?,
+                    extra_args: args.engine_args.clone(),
+                    context_size: args.selection.context_size,
+                    api_key: random_key(),
+                    dev_mode: args.isolation == crate::cli::Isolation::Run,
+                })
+            }
         }
     }
 
     pub fn name(&self) -> &'static str {
         match self {
             Engine::Sim { .. } => "sim",
+            Engine::Vllm { .. } => "vllm",
             Engine::External { .. } => "external",
         }
     }
@@ -83,20 +148,39 @@ impl Engine {
         !matches!(self, Engine::External { .. })
     }
 
-    /// The command line that starts the managed server (for the manifest).
+    /// The key turnbench's requests must carry for a server it started.
+    pub fn api_key(&self) -> Option<&str> {
+        match self {
+            Engine::Vllm { api_key, .. } => Some(api_key),
+            _ => None,
+        }
+    }
+
+    /// The command line that starts the managed server, secrets redacted (for the manifest).
     pub fn command(&self, seed: u64) -> Option<Vec<String>> {
+        let mut cmd = self.command_on(0, seed)?;
+        if let Some(pos) = cmd.iter().position(|a| a == "--api-key") {
+            cmd[pos + 1] = "<redacted>".into();
+        }
+        if let Some(pos) = cmd.iter().position(|a| a == "--port") {
+            cmd[pos + 1] = "<free port>".into();
+        }
+        Some(cmd)
+    }
+
+    fn command_on(&self, port: u16, seed: u64) -> Option<Vec<String>> {
         match self {
             Engine::Sim { program, extra_args, model_name } => {
-                let mut cmd = vec![
-                    program.display().to_string(),
-                    "sim".into(),
-                    "--port".into(),
-                    "0".into(),
-                    "--model-name".into(),
-                    model_name.clone(),
-                    "--seed".into(),
-                    seed.to_string(),
-                ];
+                let mut cmd = vec![program.display().to_string(), "sim".into(), "--port".into(), "0".into()];
+                cmd.extend(["--model-name".into(), model_name.clone(), "--seed".into(), seed.to_string()]);
+                cmd.extend(extra_args.iter().cloned());
+                Some(cmd)
+            }
+            Engine::Vllm { command, model, profile, extra_args, context_size, api_key, .. } => {
+                let mut cmd = vec![command.clone(), "serve".into(), model.clone()];
+                cmd.extend(["--host".into(), "127.0.0.1".into(), "--port".into(), port.to_string()]);
+                cmd.extend(["--api-key".into(), api_key.clone(), "--seed".into(), seed.to_string()]);
+                cmd.extend(profile.serve_args(*context_size));
                 cmd.extend(extra_args.iter().cloned());
                 Some(cmd)
             }
@@ -104,16 +188,18 @@ impl Engine {
         }
     }
 
-    /// Starts (managed) or checks (external) the server for one test; its log goes to
+    /// Starts (managed) or names (external) the server for one test; its log goes to
     /// `log_dir/<test_name>.log`.
     pub async fn start(&self, test_name: &str, log_dir: &Path, http: &reqwest::Client, seed: u64) -> Result<RunningServer> {
+        let log_path = log_dir.join(format!("{test_name}.log"));
         match self {
             Engine::External { base_url } => Ok(RunningServer { base_url: base_url.clone(), guard: None }),
             Engine::Sim { model_name, .. } => {
                 let spec = LaunchSpec {
-                    command: self.command(seed).expect("managed engine has a command"),
+                    command: self.command_on(0, seed).expect("managed engine"),
                     env: vec![],
-                    log_path: log_dir.join(format!("{test_name}.log")),
+                    address: Address::FirstStdoutLine,
+                    log_path,
                     startup_timeout: Duration::from_secs(30),
                     model: Some(model_name.clone()),
                     api_key: None,
@@ -121,6 +207,37 @@ impl Engine {
                 let guard = supervisor::launch(&spec, http).await?;
                 Ok(RunningServer { base_url: guard.base_url.clone(), guard: Some(guard) })
             }
+            Engine::Vllm { model, profile, api_key, dev_mode, command, .. } => {
+                let mut env: Vec<(String, String)> = profile.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                if *dev_mode {
+                    env.push(("VLLM_SERVER_DEV_MODE".into(), "1".into()));
+                }
+                let mut last_error = None;
+                for _ in 0..PORT_ATTEMPTS {
+                    let port = supervisor::free_port()?;
+                    let spec = LaunchSpec {
+                        command: self.command_on(port, seed).expect("managed engine"),
+                        env: env.clone(),
+                        address: Address::Known(format!("http://127.0.0.1:{port}")),
+                        log_path: log_path.clone(),
+                        startup_timeout: Duration::from_secs(profile.startup_timeout_s),
+                        model: Some(model.clone()),
+                        api_key: Some(api_key.clone()),
+                    };
+                    match supervisor::launch(&spec, http).await {
+                        Ok(guard) => return Ok(RunningServer { base_url: guard.base_url.clone(), guard: Some(guard) }),
+                        // Another process took the port between our probe and vLLM's bind: retry.
+                        Err(e) if format!("{e:#}").to_lowercase().contains("address already in use") => last_error = Some(e),
+                        Err(e) => return Err(e).with_context(|| format!("vLLM (`{command} serve {model}`) did not start")),
+                    }
+                }
+                Err(last_error.expect("at least one attempt")).context("vLLM could not bind a free port")
+            }
         }
     }
+}
+
+fn random_key() -> String {
+    use rand::Rng;
+    format!("tb-{:032x}", rand::rng().random::<u128>())
 }

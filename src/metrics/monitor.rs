@@ -82,9 +82,18 @@ impl Monitor {
         write_atomic(&dir.join(SYSTEM_FILE), &serde_json::to_vec_pretty(&info)?)
     }
 
-    /// GPU hygiene before a managed server starts: refuses (a [`UsageError`]) when processes
-    /// outside turnbench hold GPU memory, unless `--allow-busy-gpu`; returns the memory baseline.
-    pub async fn before_start(&self, test: u32, what: &str) -> Result<Baseline> {
+    /// GPU hygiene before `engine` starts a server for `test` (nothing for external servers):
+    /// refuses (a [`UsageError`]) when processes outside turnbench hold GPU memory, unless
+    /// `--allow-busy-gpu`; returns the memory baseline.
+    pub async fn before_start(&self, engine: &crate::engine::Engine, test: u32) -> Result<Baseline> {
+        if !engine.is_managed() {
+            return Ok(Baseline::default());
+        }
+        self.check_gpu(test, &format!("{} server for test {test}", engine.name())).await
+    }
+
+    /// The hygiene check itself; `what` names the server about to start.
+    pub async fn check_gpu(&self, test: u32, what: &str) -> Result<Baseline> {
         let Some(probe) = self.gpu.clone() else { return Ok(Baseline::default()) };
         let read = tokio::task::spawn_blocking(move || {
             let own = own_pids();
@@ -133,11 +142,12 @@ impl Monitor {
     }
 
     /// GPU hygiene after teardown: waits until memory is back near `baseline` and records how
-    /// long that took (`hygiene,gpu_release_ms`).
-    pub async fn after_stop(&self, test: u32, baseline: Baseline) -> Result<()> {
-        let (Some(probe), Some(base)) = (self.gpu.clone(), baseline.memory_used_mib) else { return Ok(()) };
+    /// long that took (`hygiene,gpu_release_ms`); returns it in milliseconds.
+    pub async fn after_stop(&self, test: u32, baseline: Baseline) -> Option<f64> {
+        let (Some(probe), Some(base)) = (self.gpu.clone(), baseline.memory_used_mib) else { return None };
         let started = Instant::now();
-        let release = tokio::task::spawn_blocking(move || wait_for_release(probe.as_ref(), base, RELEASE_TIMEOUT, RELEASE_POLL)).await?;
+        let release =
+            tokio::task::spawn_blocking(move || wait_for_release(probe.as_ref(), base, RELEASE_TIMEOUT, RELEASE_POLL)).await.ok()?;
         let t = self.clock.now_ms();
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         self.sink.push(vec![Sample::new(t, test, source::HYGIENE, metric::GPU_RELEASE_MS, "", ms)]);
@@ -148,7 +158,7 @@ impl Monitor {
                 release.last_used_mib.map(|m| format!("{m:.0}")).unwrap_or_else(|| "?".into())
             );
         }
-        Ok(())
+        Some(ms)
     }
 
     /// Rewrites `timeline.csv` atomically, sorted.

@@ -140,8 +140,7 @@ pub struct ResourceSummary {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TestResources {
     pub test: u32,
-    /// Conversation replayed by the test (from its records); test 0 is the probe server that
-    /// answers what the model is before the suite (hygiene rows only).
+    /// Conversation replayed by the test (from its records).
     pub conversation_id: Option<String>,
     /// Sampler ticks of the machine (system CPU samples).
     pub samples: usize,
@@ -229,7 +228,7 @@ pub fn markdown_section(r: &ResourceSummary) -> String {
             out,
             "| {} | {} | {} | {} | {} / {} | {} | {} / {} | {} | {} | {} | {} |",
             t.test,
-            t.conversation_id.as_deref().unwrap_or(if t.test == 0 { "(probe server)" } else { "–" }),
+            t.conversation_id.as_deref().unwrap_or("–"),
             t.samples,
             cell(t.system_cpu_mean_pct, 1),
             cell(t.engine_cpu_mean_pct, 1),
