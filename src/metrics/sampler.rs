@@ -166,7 +166,7 @@ async fn scrape_loop(
                 failures = 0;
                 let mut batch = Vec::new();
                 let mut push = |m: &str, v: Option<f64>| {
-                    if let Some(v) = v {
+                    if let Some(v) = v.filter(|v| v.is_finite()) {
                         batch.push(Sample::new(t_ms, test, source::SERVER, m, "", v));
                     }
                 };
