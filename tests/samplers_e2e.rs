@@ -129,8 +129,10 @@ fn scripted_gpu_values_reach_timeline_join_summary_and_report() {
         assert_eq!(row["gpu_util_mean_pct"], "37", "{row:?}");
         assert_eq!(row["gpu_util_max_pct"], "37");
         assert_eq!(row["gpu_memory_peak_mib"], "1234");
-        assert!(row["engine_cpu_mean_pct"].parse::<f64>().is_ok(), "{row:?}");
     }
+    // Engine CPU is measured over windows of at least 100 ms, so a turn shorter than that may
+    // have none of its own; the test as a whole has.
+    assert!(rows.iter().any(|r| r["engine_cpu_mean_pct"].parse::<f64>().is_ok()), "{rows:?}");
 
     // Per-test summary, valid against the schema.
     let summary = read_json(&dir.join("summary.json"));
