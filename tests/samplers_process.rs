@@ -88,6 +88,7 @@ fn a_child_burning_one_core_reads_about_100_percent() {
     let truth = (run_ns(pid) - r0) / t0.elapsed().as_nanos() as f64 * 100.0;
     assert_eq!(readings.len(), 10, "one CPU reading per interval after the first tick");
     let mean = readings.iter().sum::<f64>() / readings.len() as f64;
+    eprintln!("child ran {truth:.1} % of a core (scheduler); sampler read {mean:.1} %");
     // The sampler must agree with the scheduler's own accounting …
     assert!((mean - truth).abs() <= 10.0, "sampler {mean:.1} % vs scheduler {truth:.1} % (readings {readings:?})");
     // … and a child that got its core reads 90–110 %. On a machine loaded past its cores the
