@@ -43,6 +43,9 @@ pub struct Summary {
     pub by_rag_phase: Vec<RagPhaseStats>,
     pub cache: CacheTotals,
     pub conversations: Vec<ConversationStats>,
+    /// Machine, engine and GPU per test, from `timeline.csv` (absent when the run has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<crate::metrics::resources::ResourceSummary>,
 }
 
 /// What the run was, copied from the manifest.
@@ -371,6 +374,7 @@ pub fn summarize(records: &[TurnRecord], manifest: &Manifest) -> Summary {
         by_rag_phase: by_rag_phase(&measured),
         cache: cache_totals(&ok),
         conversations: conversations(&measured),
+        resources: None,
     }
 }
 

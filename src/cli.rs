@@ -112,6 +112,12 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
 
+    /// Interval of the samplers (machine, engine processes, GPU, server gauges), in milliseconds.
+    #[arg(long, default_value_t = 200, value_name = "MS")]
+    pub sample_interval: u64,
+    /// Start managed servers even when processes outside turnbench hold GPU memory.
+    #[arg(long)]
+    pub allow_busy_gpu: bool,
     /// `chat`: send messages to /v1/chat/completions (the server applies its template).
     /// `completion`: render each turn's prompt locally with --chat-template and send it to
     /// /v1/completions, so the exact prompt is known and recorded.

@@ -213,6 +213,10 @@ pub struct TurnRecord {
     pub usage: Usage,
     pub output_chunks: u64,
     pub cache: CacheObservation,
+    /// GPU / engine CPU during the request, joined from `timeline.csv` at report time (never
+    /// written to `turns.jsonl` by the run itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<crate::metrics::resources::TurnResources>,
     /// The prompt turnbench rendered itself (`--prompt-mode completion`); absent in chat mode,
     /// where the server applies its template.
     #[serde(default, skip_serializing_if = "Option::is_none")]

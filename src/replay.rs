@@ -261,6 +261,7 @@ fn build_record(
         usage: outcome.usage,
         output_chunks: outcome.output_chunks,
         cache,
+        resources: None,
         prompt: None,
     }
 }

@@ -62,6 +62,10 @@ pub struct TestRun {
     pub cache_reset_verified: Option<bool>,
     /// The server's log, relative to the results folder.
     pub server_log: Option<String>,
+    /// After the server's teardown: until GPU memory was back near its pre-start level (GPU
+    /// hygiene; absent without a GPU probe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_release_ms: Option<f64>,
     pub error: Option<String>,
 }
 

@@ -15,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{Isolation, RunArgs};
 use crate::client::{ChatRequest, Client, ClientConfig, RunClock};
 use crate::engine::{Engine, RunningServer};
+use crate::metrics::monitor::{engine_version, Baseline, Monitor};
+use crate::metrics::sampler::Samplers;
 use crate::metrics::server::scrape;
 use crate::error::Interrupted;
 use crate::record::{RecordSink, Recorder, Status, TurnRecord};
@@ -65,14 +67,23 @@ async fn run_with_signals(
     settings: &ReplaySettings,
     template: Option<Arc<ChatTemplate>>,
 ) -> Result<()> {
+    let monitor = Monitor::open(
+        Duration::from_millis(args.sample_interval),
+        client.clock(),
+        args.allow_busy_gpu,
+        client.http().clone(),
+        client.config().api_key.clone(),
+    );
     // The first server answers what the model is and how it tokenizes (for selection); it then
     // serves the first test, still fresh: tokenizing touches no cache.
     let scratch = tempfile_dir()?;
+    let baseline = monitor.before_start(engine, 1).await?;
     let first = until_stopped(&settings.stop, engine.start("server-001", scratch.path(), client.http(), args.seed))
         .await?
         .ok_or_else(|| Interrupted("the server was still starting; nothing was run".into()))?;
     let mut probe = ServerInfo::probe(client, &first.base_url, served_model(args, engine).as_deref()).await?;
     probe.template = template.clone();
+    let engine_version = engine_version(engine, client.http(), &first.base_url).await;
     let counter = if probe.has_tokenize {
         TokenCounter::Server {
             client: client.http().clone(),
@@ -127,6 +138,8 @@ async fn run_with_signals(
         tests: Vec::new(),
     };
     results::write_manifest(&dir, &manifest)?;
+    monitor.attach(&dir)?;
+    monitor.write_system_json(&dir, engine_version)?;
     let recorder = Recorder::new(RecordSink::create(&dir.join(results::TURNS_FILE))?);
     let mut servers = Servers {
         engine,
@@ -135,9 +148,11 @@ async fn run_with_signals(
         recorder: &recorder,
         dir: &dir,
         current: None,
-        spare: Some(Spare { server: first, info: probe, log_in_scratch: true }),
+        spare: Some(Spare { server: first, info: probe, log_in_scratch: true, baseline, test: 1 }),
         template,
         served_tests: 0,
+        monitor: &monitor,
+        samplers: None,
     };
 
     let total_turns: u64 = selection.chosen.iter().map(|c| c.conversation.turns.len() as u64).sum();
@@ -203,6 +218,7 @@ async fn run_with_signals(
 
     manifest.interrupted = settings.stop.is_cancelled();
     results::write_manifest(&dir, &manifest)?;
+    monitor.finish(&dir)?;
     let records = recorder.records();
     let summary = report::write_reports(&dir, &records, &manifest)?;
     println!("{}", report::console_summary(&summary));
@@ -235,6 +251,9 @@ struct Spare {
     info: ServerInfo,
     /// Its log was written before the results folder existed: copied there at teardown.
     log_in_scratch: bool,
+    /// GPU memory before it started (hygiene), and the last test it served.
+    baseline: Baseline,
+    test: u32,
 }
 
 /// Which server serves each test: a fresh one per test (`--isolation test`), one for the run
@@ -250,6 +269,9 @@ struct Servers<'a> {
     /// `--prompt-mode completion`: the template every server's turns are rendered with.
     template: Option<Arc<ChatTemplate>>,
     served_tests: u32,
+    monitor: &'a Monitor,
+    /// Sampling the current test.
+    samplers: Option<Samplers>,
 }
 
 impl Servers<'_> {
@@ -259,7 +281,9 @@ impl Servers<'_> {
 
     /// The server for `test`, started, probed and warmed up as needed.
     async fn for_test(&mut self, test: u32, conversation: &Conversation, run: &mut TestRun) -> Result<ServerInfo> {
-        if let Some(current) = &self.current {
+        if let Some(current) = &mut self.current {
+            current.test = test;
+            self.samplers = Some(self.monitor.start(test, current.server.guard.as_ref().map(|g| g.pid()), &current.info.base_url));
             // Reused for this test (shared server): reset its prefix cache when turnbench owns it.
             if self.engine.is_managed() {
                 let verified = reset_prefix_cache(self.client, &current.info).await?;
@@ -271,14 +295,17 @@ impl Servers<'_> {
             Some(spare) => spare,
             None => {
                 let name = format!("test-{test:03}-{}", conversation.id);
+                let baseline = self.monitor.before_start(self.engine, test).await?;
                 let server =
                     self.engine.start(&name, &self.dir.join("engine"), self.client.http(), self.args.seed).await?;
                 let mut info =
                     ServerInfo::probe(self.client, &server.base_url, served_model(self.args, self.engine).as_deref()).await?;
                 info.template = self.template.clone();
-                Spare { server, info, log_in_scratch: false }
+                Spare { server, info, log_in_scratch: false, baseline, test }
             }
         };
+        spare.test = test;
+        self.samplers = Some(self.monitor.start(test, spare.server.guard.as_ref().map(|g| g.pid()), &spare.info.base_url));
         spare.info.process = spare.server.process();
         if let Some(guard) = &spare.server.guard {
             run.time_to_ready_ms = Some(guard.time_to_ready.as_secs_f64() * 1000.0);
@@ -294,6 +321,9 @@ impl Servers<'_> {
 
     /// After a test: a per-test server is stopped; a shared one is kept unless it died.
     async fn after_test(&mut self, run: &mut TestRun) {
+        if let Some(samplers) = self.samplers.take() {
+            samplers.stop().await;
+        }
         let died = self
             .current
             .as_ref()
@@ -305,6 +335,9 @@ impl Servers<'_> {
     }
 
     async fn shutdown(&mut self, last: Option<&mut TestRun>) {
+        if let Some(samplers) = self.samplers.take() {
+            samplers.stop().await;
+        }
         self.stop_current(last).await;
         if let Some(spare) = self.spare.take() {
             self.stop(spare, None).await;
@@ -317,17 +350,23 @@ impl Servers<'_> {
         }
     }
 
-    async fn stop(&self, spare: Spare, run: Option<&mut TestRun>) {
+    async fn stop(&self, spare: Spare, mut run: Option<&mut TestRun>) {
         let scratch_log = spare.server.guard.as_ref().filter(|_| spare.log_in_scratch).map(|g| g.log_path.clone());
         match spare.server.stop().await {
             Ok(took) => {
-                if let Some(run) = run {
+                if let Some(run) = run.as_deref_mut() {
                     if self.engine.is_managed() {
                         run.teardown_ms = Some(took.as_secs_f64() * 1000.0);
                     }
                 }
             }
             Err(e) => eprintln!("warning: server teardown: {e:#}"),
+        }
+        if self.engine.is_managed() {
+            let released = self.monitor.after_stop(spare.test, spare.baseline).await;
+            if let Some(run) = run {
+                run.gpu_release_ms = released;
+            }
         }
         if let Some(log) = scratch_log {
             let target = self.dir.join("engine").join(log.file_name().unwrap_or_default());
@@ -457,6 +496,9 @@ fn validate(args: &RunArgs) -> Result<()> {
             return Err(UsageError::new(format!("{flag} {value}: must be a positive number of seconds")).into());
         }
     }
+    if args.sample_interval == 0 {
+        return Err(UsageError::new("--sample-interval 0: must be at least 1 millisecond").into());
+    }
     if !(args.think_time_ms.is_finite() && args.think_time_ms >= 0.0) {
         return Err(UsageError::new(format!("--think-time-ms {}: must be zero or more", args.think_time_ms)).into());
     }
@@ -522,6 +564,8 @@ fn settings_json(args: &RunArgs) -> serde_json::Value {
         "first_token_timeout_s": args.first_token_timeout,
         "request_timeout_s": args.request_timeout,
         "ignore_eos": !args.no_ignore_eos,
+        "sample_interval_ms": args.sample_interval,
+        "allow_busy_gpu": args.allow_busy_gpu,
         "api_key": args.api_key.as_ref().map(|_| "<redacted>"),
         "prompt_mode": format!("{:?}", args.prompt_mode).to_lowercase(),
         "chat_template": args.chat_template,

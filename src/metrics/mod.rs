@@ -1,3 +1,10 @@
-//! What turnbench observes beside the requests: the server's /metrics.
+//! What turnbench observes beside the requests: the server's /metrics, the machine, the GPUs
+//! (samplers → timeline), and the joins of those samples onto the records.
 
+pub mod gpu;
+pub mod monitor;
+pub mod resources;
+pub mod sampler;
 pub mod server;
+pub mod system;
+pub mod timeline;

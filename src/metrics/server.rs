@@ -12,9 +12,17 @@ pub const CACHE_CONFIG_INFO: &str = "vllm:cache_config_info";
 pub const KV_CACHE_USAGE: &str = "vllm:kv_cache_usage_perc";
 pub const REQUESTS_RUNNING: &str = "vllm:num_requests_running";
 pub const REQUESTS_WAITING: &str = "vllm:num_requests_waiting";
+pub const PREEMPTIONS: &str = "vllm:num_preemptions_total";
 
-const FAMILIES: [&str; 6] =
-    [PREFIX_CACHE_QUERIES, PREFIX_CACHE_HITS, CACHE_CONFIG_INFO, KV_CACHE_USAGE, REQUESTS_RUNNING, REQUESTS_WAITING];
+const FAMILIES: [&str; 7] = [
+    PREFIX_CACHE_QUERIES,
+    PREFIX_CACHE_HITS,
+    CACHE_CONFIG_INFO,
+    KV_CACHE_USAGE,
+    REQUESTS_RUNNING,
+    REQUESTS_WAITING,
+    PREEMPTIONS,
+];
 
 /// The lines of `text` (samples, `# HELP`, `# TYPE`) that belong to one of `families`.
 fn keep_families(text: &str, families: &[&str]) -> String {
@@ -42,6 +50,8 @@ pub struct ServerSnapshot {
     pub kv_cache_usage: Option<f64>,
     pub requests_running: Option<f64>,
     pub requests_waiting: Option<f64>,
+    /// `vllm:num_preemptions_total` (a counter).
+    pub preemptions: Option<f64>,
     /// From `vllm:cache_config_info{block_size=..}`.
     pub block_size: Option<u64>,
     /// From `vllm:cache_config_info{enable_prefix_caching=..}`.
@@ -84,6 +94,7 @@ impl ServerSnapshot {
             kv_cache_usage: sum(KV_CACHE_USAGE),
             requests_running: sum(REQUESTS_RUNNING),
             requests_waiting: sum(REQUESTS_WAITING),
+            preemptions: sum(PREEMPTIONS),
             ..Default::default()
         };
         if let Some(family) = exposition.families.get(CACHE_CONFIG_INFO) {
@@ -160,6 +171,9 @@ vllm:time_to_first_token_seconds_sum{engine="0",model_name="tiny"} 0.04
         assert_eq!(s.block_size, Some(32));
         assert_eq!(s.prefix_caching, Some(true));
         assert_eq!(s.requests_running, None);
+        assert_eq!(s.preemptions, None);
+        let with = format!("{VLLM_TEXT}# TYPE vllm:num_preemptions_total counter\nvllm:num_preemptions_total{{engine=\"0\"}} 3.0\n");
+        assert_eq!(ServerSnapshot::parse(&with).unwrap().preemptions, Some(3.0));
     }
 
     #[test]

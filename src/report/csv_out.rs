@@ -58,6 +58,11 @@ pub static TURN_COLUMNS: &[Column<TurnRecord>] = &[
     ("reuse_flag", |r| o(r.cache.flag.map(|f| f.as_str()))),
     ("observed_reuse_tokens", |r| o(r.observed_reuse())),
     ("reuse_pct", |r| o(record_reuse_pct(r))),
+    ("gpu_util_mean_pct", |r| o(r.resources.as_ref().and_then(|x| x.gpu_util_mean_pct))),
+    ("gpu_util_max_pct", |r| o(r.resources.as_ref().and_then(|x| x.gpu_util_max_pct))),
+    ("gpu_memory_peak_mib", |r| o(r.resources.as_ref().and_then(|x| x.gpu_memory_peak_mib))),
+    ("engine_cpu_mean_pct", |r| o(r.resources.as_ref().and_then(|x| x.engine_cpu_mean_pct))),
+    ("kv_cache_usage_max_pct", |r| o(r.resources.as_ref().and_then(|x| x.kv_cache_usage_max_pct))),
 ];
 
 pub static CONVERSATION_COLUMNS: &[Column<ConversationStats>] = &[

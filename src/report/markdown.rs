@@ -301,6 +301,11 @@ fn render(input: &ReportInput) -> Result<String> {
         out.push_str(&md_table(&["Kind", "count", "example"], &rows));
     }
 
+    if let Some(resources) = &s.resources {
+        writeln!(out)?;
+        out.push_str(&crate::metrics::resources::markdown_section(resources));
+    }
+
     writeln!(out, "\n## Notes on definitions\n")?;
     out.push_str(NOTES);
     if run.token_counts_estimated {

@@ -60,7 +60,24 @@ pub fn all_exporters() -> Vec<Box<dyn Exporter>> {
 
 /// Computes the summary of `records` and writes every exporter's file into `dir`, atomically.
 pub fn write_reports(dir: &Path, records: &[TurnRecord], manifest: &Manifest) -> Result<Summary> {
-    let summary = summarize(records, manifest);
+    // Samples, when the run took any: joined onto the records and summarized per test.
+    let timeline = crate::metrics::timeline::Timeline::read(dir).unwrap_or_else(|e| {
+        eprintln!("warning: {e:#}; reports leave resources out");
+        None
+    });
+    let joined;
+    let records = match &timeline {
+        Some(t) => {
+            joined = crate::metrics::resources::join_records(records, t);
+            &joined[..]
+        }
+        None => records,
+    };
+    let mut summary = summarize(records, manifest);
+    if let Some(t) = &timeline {
+        summary.resources = Some(crate::metrics::resources::summarize_resources(records, t));
+        crate::metrics::resources::write_timeline_plots(dir, t)?;
+    }
     let input = ReportInput { records, summary: &summary, manifest };
     for exporter in all_exporters() {
         let bytes = exporter.export(&input).with_context(|| format!("cannot build {}", exporter.file_name()))?;

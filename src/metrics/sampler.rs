@@ -1,0 +1,188 @@
+//! `Samplers::start` per test (DESIGN §2): a dedicated thread samples the machine, the engine's
+//! process tree and the GPUs (blocking calls), a tokio task scrapes the server's `/metrics`
+//! gauges; both write into a [`TimelineSink`] on the run's clock. Neither touches the request
+//! path: a slow probe delays only its own next tick.
+
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::gpu::GpuProbe;
+use super::server::scrape;
+use super::system::HostSampler;
+use super::timeline::{metric, source, Sample, TimelineSink};
+use crate::client::RunClock;
+
+/// Where to scrape `/metrics`.
+#[derive(Clone)]
+pub struct MetricsTarget {
+    pub http: reqwest::Client,
+    pub base_url: String,
+    pub api_key: Option<String>,
+}
+
+pub struct SamplerConfig {
+    pub interval: Duration,
+    pub test: u32,
+    pub clock: RunClock,
+    /// Root pid of the engine's process tree (managed engines).
+    pub engine_pid: Option<u32>,
+    pub gpu: Option<Arc<dyn GpuProbe>>,
+    pub metrics: Option<MetricsTarget>,
+}
+
+/// Running samplers of one test. [`Samplers::stop`] ends them; dropping them ends them too
+/// (without waiting).
+pub struct Samplers {
+    stop_host: Option<mpsc::Sender<()>>,
+    host: Option<JoinHandle<()>>,
+    stop_scrape: CancellationToken,
+    scrape: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Samplers {
+    /// Starts sampling at once (the first tick is immediate). Must be called inside a tokio
+    /// runtime when `metrics` is set.
+    pub fn start(config: SamplerConfig, sink: TimelineSink) -> Self {
+        let (tx, rx) = mpsc::channel::<()>();
+        let SamplerConfig { interval, test, clock, engine_pid, gpu, metrics } = config;
+        let interval = interval.max(Duration::from_millis(1));
+        let host_sink = sink.clone();
+        let host = std::thread::Builder::new()
+            .name(format!("sampler-test-{test}"))
+            .spawn(move || host_loop(interval, test, clock, engine_pid, gpu, host_sink, rx))
+            .ok();
+        let stop_scrape = CancellationToken::new();
+        let scrape = metrics.map(|target| {
+            let stop = stop_scrape.clone();
+            tokio::spawn(scrape_loop(interval, test, clock, target, sink, stop))
+        });
+        Self { stop_host: Some(tx), host, stop_scrape, scrape }
+    }
+
+    /// Stops every sampler and waits for the last tick to land in the sink.
+    pub async fn stop(mut self) {
+        self.stop_scrape.cancel();
+        if let Some(task) = self.scrape.take() {
+            let _ = task.await;
+        }
+        drop(self.stop_host.take());
+        if let Some(host) = self.host.take() {
+            let _ = tokio::task::spawn_blocking(move || host.join()).await;
+        }
+    }
+}
+
+impl Drop for Samplers {
+    fn drop(&mut self) {
+        self.stop_scrape.cancel();
+        drop(self.stop_host.take());
+    }
+}
+
+fn host_loop(
+    interval: Duration,
+    test: u32,
+    clock: RunClock,
+    engine_pid: Option<u32>,
+    gpu: Option<Arc<dyn GpuProbe>>,
+    sink: TimelineSink,
+    stop: mpsc::Receiver<()>,
+) {
+    let mut host = match HostSampler::new(engine_pid) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            eprintln!("system metrics unavailable: {e}");
+            None
+        }
+    };
+    let mut gpu_error_shown = false;
+    let mut next = Instant::now();
+    let mut last_tick = false;
+    loop {
+        let t_ms = clock.now_ms();
+        let mut batch = Vec::new();
+        if let Some(h) = &mut host {
+            batch.extend(h.sample(t_ms, test));
+        }
+        if let Some(probe) = &gpu {
+            match probe.sample() {
+                Ok(devices) => {
+                    let pids = host.as_ref().map(|h| h.engine_pids()).unwrap_or_default();
+                    for d in &devices {
+                        batch.extend(d.to_samples(t_ms, test, &pids));
+                    }
+                }
+                Err(e) if !gpu_error_shown => {
+                    gpu_error_shown = true;
+                    eprintln!("GPU sample failed (test {test}): {e:#}");
+                }
+                Err(_) => {}
+            }
+        }
+        sink.push(batch);
+        next += interval;
+        let now = Instant::now();
+        if next < now {
+            // Fell behind (a slow probe): skip the missed ticks instead of bursting.
+            next = now + interval;
+        }
+        if last_tick {
+            return;
+        }
+        // On stop, one last tick: a test shorter than the interval still gets a CPU reading.
+        if !matches!(stop.recv_timeout(next - now), Err(mpsc::RecvTimeoutError::Timeout)) {
+            last_tick = true;
+        }
+    }
+}
+
+async fn scrape_loop(
+    interval: Duration,
+    test: u32,
+    clock: RunClock,
+    target: MetricsTarget,
+    sink: TimelineSink,
+    stop: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut failures = 0u32;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let t_ms = clock.now_ms();
+        let scraped = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = tokio::time::timeout(interval.max(Duration::from_millis(500)), scrape(&target.http, &target.base_url, target.api_key.as_deref())) => r,
+        };
+        match scraped {
+            Ok(Ok(s)) => {
+                failures = 0;
+                let mut batch = Vec::new();
+                let mut push = |m: &str, v: Option<f64>| {
+                    if let Some(v) = v.filter(|v| v.is_finite()) {
+                        batch.push(Sample::new(t_ms, test, source::SERVER, m, "", v));
+                    }
+                };
+                push(metric::KV_CACHE_USAGE_PCT, s.kv_cache_usage.map(|u| u * 100.0));
+                push("requests_running", s.requests_running);
+                push("requests_waiting", s.requests_waiting);
+                push("preemptions_total", s.preemptions);
+                sink.push(batch);
+            }
+            _ => {
+                // A server without /metrics: stop asking after a few misses.
+                failures += 1;
+                if failures >= 5 {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The samplers end to end through the real binary (`turnbench run --engine sim`): a scripted
+//! GPU (`TURNBENCH_GPU_SCRIPT`) whose values must reach timeline.csv, the per-turn join in
+//! turns.csv, summary.json and report.md; GPU hygiene refusing and allowing; and a run on this
+//! machine's real NVML path (no GPU here) completing with its one-line notice.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_turnbench");
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let turns: Vec<Value> =
+            (1..=3).map(|n| json!({"user": format!("Question {n}: explain the sampler."), "max_tokens": 16})).collect();
+        let suite = json!({"version": 1, "conversations": [
+            {"id": "watched", "title": "watched", "tags": ["qa"], "turns": turns}
+        ]});
+        std::fs::write(dir.path().join("conversations.json"), suite.to_string()).unwrap();
+        std::fs::write(dir.path().join("rag.json"), json!({"version": 1, "documents": []}).to_string()).unwrap();
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn script(&self, processes: Value) -> PathBuf {
+        let script = json!({
+            "info": {"driver_version": "550.54.15", "cuda_version": "12.4", "nvml_version": "12.550.54.15",
+                     "devices": [{"index": 0, "name": "Scripted H100", "memory_total_mib": 81559.0}]},
+            "frames": [[{"index": 0, "util_sm_pct": 37.0, "util_mem_pct": 12.0, "mem_used_mib": 1234.0,
+                         "mem_total_mib": 81559.0, "power_w": 123.5, "temp_c": 41.0, "sm_clock_mhz": 1980.0,
+                         "mem_clock_mhz": 2619.0, "throttle_reasons": 0, "processes": processes}]]
+        });
+        let path = self.path("gpu.json");
+        std::fs::write(&path, script.to_string()).unwrap();
+        path
+    }
+
+    fn run(&self, gpu_script: Option<&Path>, extra: &[&str]) -> Output {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("run")
+            .arg("--data")
+            .arg(self.path("conversations.json"))
+            .arg("--rag-data")
+            .arg(self.path("rag.json"))
+            .arg("--results-dir")
+            .arg(self.path("results"))
+            .args(["--warmup=0", "--sample-interval=20", "--engine-arg=--inter-token-ms=4", "--engine-arg=--overhead-ms=20"])
+            .args(extra)
+            .env_remove("TURNBENCH_GPU_SCRIPT")
+            .stdin(Stdio::null());
+        if let Some(s) = gpu_script {
+            cmd.env("TURNBENCH_GPU_SCRIPT", s);
+        }
+        cmd.output().unwrap()
+    }
+
+    fn results(&self) -> PathBuf {
+        let entries: Vec<PathBuf> = std::fs::read_dir(self.path("results")).unwrap().map(|e| e.unwrap().path()).collect();
+        assert_eq!(entries.len(), 1, "expected one results folder, found {entries:?}");
+        entries.into_iter().next().unwrap()
+    }
+}
+
+fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "turnbench failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn assert_schema_valid(summary: &Value) {
+    let schema = read_json(&Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/summary.schema.json"));
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator.iter_errors(summary).map(|e| format!("{} at {}", e, e.instance_path)).collect();
+    assert!(errors.is_empty(), "summary.json does not match its schema: {errors:#?}");
+}
+
+/// turns.csv rows as header → value maps.
+fn turns_csv(dir: &Path) -> Vec<std::collections::HashMap<String, String>> {
+    let mut r = csv::Reader::from_path(dir.join("turns.csv")).unwrap();
+    let headers: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
+    r.records().map(|row| headers.iter().cloned().zip(row.unwrap().iter().map(String::from)).collect()).collect()
+}
+
+#[test]
+fn scripted_gpu_values_reach_timeline_join_summary_and_report() {
+    let fx = Fixture::new();
+    let script = fx.script(json!([]));
+    let out = fx.run(Some(&script), &[]);
+    assert_success(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("GPU metrics unavailable"), "{stderr}");
+    let dir = fx.results();
+
+    // timeline.csv: tidy rows with the scripted values, sorted by time.
+    let timeline = std::fs::read_to_string(dir.join("timeline.csv")).unwrap();
+    assert!(timeline.starts_with("t_ms,test,source,metric,device,value\n"));
+    assert!(timeline.lines().any(|l| l.ends_with(",1,gpu,util_sm_pct,gpu0,37.0")), "no scripted GPU row:\n{}", &timeline[..500.min(timeline.len())]);
+    assert!(timeline.contains(",gpu,power_w,gpu0,123.5"));
+    assert!(timeline.contains(",1,engine,cpu_pct,,"), "engine CPU sampled");
+    assert!(timeline.contains(",1,engine,rss_mib,,"));
+    assert!(timeline.contains(",1,system,cpu_pct,all,"));
+    assert!(timeline.contains(",1,server,kv_cache_usage_pct,,"), "server gauges scraped");
+    assert!(timeline.contains(",1,server,requests_running,,"));
+    assert!(timeline.contains(",1,hygiene,gpu_release_ms,,"));
+    let times: Vec<f64> = timeline.lines().skip(1).map(|l| l.split(',').next().unwrap().parse().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "timeline sorted by time");
+
+    // Per-turn join in turns.csv.
+    let rows = turns_csv(&dir);
+    assert_eq!(rows.len(), 3);
+    for row in &rows {
+        assert_eq!(row["gpu_util_mean_pct"], "37", "{row:?}");
+        assert_eq!(row["gpu_util_max_pct"], "37");
+        assert_eq!(row["gpu_memory_peak_mib"], "1234");
+    }
+    // Engine CPU is measured over windows of at least 100 ms, so a turn shorter than that may
+    // have none of its own; the test as a whole has.
+    assert!(rows.iter().any(|r| r["engine_cpu_mean_pct"].parse::<f64>().is_ok()), "{rows:?}");
+
+    // Per-test summary, valid against the schema.
+    let summary = read_json(&dir.join("summary.json"));
+    assert_schema_valid(&summary);
+    let res = &summary["resources"];
+    assert_eq!(res["gpu_sampled"], true);
+    let tests = res["tests"].as_array().unwrap();
+    assert_eq!(tests.len(), 1);
+    let t = &tests[0];
+    assert_eq!(t["test"], 1);
+    assert_eq!(t["conversation_id"], "watched");
+    assert_eq!(t["gpu_util_mean_pct"], 37.0);
+    assert_eq!(t["gpu_memory_peak_mib"], 1234.0);
+    assert!(t["gpu_release_ms"].as_f64().is_some());
+    let manifest = read_json(&dir.join("manifest.json"));
+    assert_eq!(manifest["tests"][0]["gpu_release_ms"], t["gpu_release_ms"], "also in the manifest's test record");
+    assert!(t["engine_rss_peak_mib"].as_f64().unwrap() > 1.0);
+
+    // report.md and the plot.
+    let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(report.contains("## Resources"), "{report}");
+    assert!(report.contains("| 37.0 / 37.0 | 1234 |"), "{report}");
+    assert!(dir.join("plots/timeline.png").is_file() && dir.join("plots/timeline.svg").is_file());
+    let svg = std::fs::read_to_string(dir.join("plots/timeline.svg")).unwrap();
+    assert!(svg.contains("GPU util % (gpu0)"));
+
+    // system.json from the probe.
+    let system = read_json(&dir.join("system.json"));
+    assert_eq!(system["gpu"]["devices"][0]["name"], "Scripted H100");
+    assert_eq!(system["gpu"]["driver_version"], "550.54.15");
+    assert_eq!(system["gpu"]["cuda_version"], "12.4");
+    assert!(system["gpu_unavailable"].is_null());
+    assert!(system["engine_version"].as_str().unwrap().starts_with("turnbench sim "));
+    assert!(system["cpu_logical_cores"].as_u64().unwrap() >= 1);
+
+    // `turnbench report` rebuilds the same join from the folder alone.
+    std::fs::remove_file(dir.join("turns.csv")).unwrap();
+    let again = Command::new(BIN).arg("report").arg(&dir).output().unwrap();
+    assert_success(&again);
+    assert!(turns_csv(&dir).iter().all(|r| r["gpu_util_mean_pct"] == "37"));
+}
+
+#[test]
+fn busy_gpu_is_refused_unless_allowed() {
+    let fx = Fixture::new();
+    // A process that is not turnbench's (pid 1 is init, never our child) holds 8 GiB.
+    let script = fx.script(json!([{"pid": 1, "used_mib": 8000.0}]));
+    let out = fx.run(Some(&script), &[]);
+    assert_eq!(out.status.code(), Some(2), "refused as a usage error");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("GPU busy") && stderr.contains("pid 1 holds 8000 MiB on gpu0"), "{stderr}");
+    assert!(stderr.contains("--allow-busy-gpu"), "{stderr}");
+    assert!(!fx.path("results").exists() || std::fs::read_dir(fx.path("results")).unwrap().next().is_none(), "nothing started, no results");
+
+    let out = fx.run(Some(&script), &["--allow-busy-gpu"]);
+    assert_success(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("warning: GPU busy"), "{stderr}");
+    let summary = read_json(&fx.results().join("summary.json"));
+    assert_schema_valid(&summary);
+    assert_eq!(summary["resources"]["tests"][0]["gpu_foreign_mib"], 8000.0);
+    assert_eq!(summary["requests"]["ok"], 3);
+}
+
+#[test]
+fn without_nvml_the_run_completes_with_one_notice() {
+    if turnbench::metrics::gpu::NvmlProbe::init().is_ok() {
+        eprintln!("skipped: this machine has NVML (see the GPU check in the closing note)");
+        return;
+    }
+    let fx = Fixture::new();
+    let out = fx.run(None, &[]);
+    assert_success(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let notices: Vec<&str> = stderr.lines().filter(|l| l.contains("GPU metrics unavailable")).collect();
+    assert_eq!(notices.len(), 1, "{stderr}");
+    assert!(notices[0].starts_with("GPU metrics unavailable: ") && notices[0].len() > "GPU metrics unavailable: ".len());
+    let dir = fx.results();
+    let system = read_json(&dir.join("system.json"));
+    assert!(system["gpu"].is_null());
+    assert!(system["gpu_unavailable"].as_str().is_some());
+    let summary = read_json(&dir.join("summary.json"));
+    assert_schema_valid(&summary);
+    assert_eq!(summary["resources"]["gpu_sampled"], false);
+    assert_eq!(summary["requests"]["ok"], 3);
+    let timeline = std::fs::read_to_string(dir.join("timeline.csv")).unwrap();
+    assert!(!timeline.contains(",gpu,"));
+    assert!(timeline.contains(",engine,cpu_pct,"));
+    let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(report.contains("GPU metrics unavailable for this run"), "{report}");
+}

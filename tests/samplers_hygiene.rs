@@ -1,0 +1,75 @@
+//! GPU hygiene decisions driven by a scripted GPU through the run's `Monitor`: refuse a busy GPU
+//! (usage error) unless allowed, and after teardown wait for memory to come back and record how
+//! long it took.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use turnbench::client::RunClock;
+use turnbench::metrics::gpu::{GpuDeviceSample, GpuInfo, GpuProbe, GpuProcess, Script, ScriptedProbe};
+use turnbench::metrics::monitor::Monitor;
+
+fn frame(used: f64, foreign: &[(u32, f64)]) -> Vec<GpuDeviceSample> {
+    vec![GpuDeviceSample {
+        index: 0,
+        mem_used_mib: Some(used),
+        mem_total_mib: Some(10_000.0),
+        processes: foreign.iter().map(|(pid, m)| GpuProcess { pid: *pid, used_mib: Some(*m) }).collect(),
+        ..Default::default()
+    }]
+}
+
+fn monitor(frames: Vec<Vec<GpuDeviceSample>>, allow_busy: bool) -> (Monitor, Arc<ScriptedProbe>) {
+    let probe = Arc::new(ScriptedProbe::new(Script { info: GpuInfo::default(), frames }));
+    let m = Monitor::with_probe(
+        Some(probe.clone() as Arc<dyn GpuProbe>),
+        None,
+        Duration::from_millis(200),
+        RunClock::start(),
+        allow_busy,
+        reqwest::Client::new(),
+        None,
+    );
+    (m, probe)
+}
+
+#[tokio::test]
+async fn a_busy_gpu_is_refused_as_a_usage_error() {
+    let (m, _) = monitor(vec![frame(6000.0, &[(1, 5000.0)])], false);
+    let err = m.check_gpu(1, "sim server for c1").await.unwrap_err();
+    assert_eq!(turnbench::error::exit_code(&err), 2);
+    let msg = err.to_string();
+    assert!(msg.contains("GPU busy before starting the sim server for c1: pid 1 holds 5000 MiB on gpu0"), "{msg}");
+    assert!(msg.contains("--allow-busy-gpu"), "{msg}");
+    assert!(m.sink.timeline().samples.is_empty());
+}
+
+#[tokio::test]
+async fn allowed_busy_gpu_starts_and_records_the_foreign_memory() {
+    let (m, _) = monitor(vec![frame(6000.0, &[(1, 5000.0)])], true);
+    let baseline = m.check_gpu(1, "server").await.unwrap();
+    assert_eq!(baseline.memory_used_mib, Some(6000.0));
+    let rows = m.sink.timeline().samples;
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].source.as_str(), rows[0].metric.as_str(), rows[0].value), ("hygiene", "gpu_foreign_mib", 5000.0));
+}
+
+#[tokio::test]
+async fn an_idle_gpu_is_allowed() {
+    let (m, _) = monitor(vec![frame(300.0, &[])], false);
+    assert_eq!(m.check_gpu(1, "server").await.unwrap().memory_used_mib, Some(300.0));
+}
+
+#[tokio::test]
+async fn teardown_waits_for_memory_to_return_and_records_how_long() {
+    // Before start: 1000 MiB. After teardown the memory drains over three polls (250 ms apart).
+    let (m, probe) = monitor(vec![frame(1000.0, &[]), frame(9000.0, &[]), frame(5000.0, &[]), frame(1100.0, &[])], false);
+    let baseline = m.check_gpu(3, "server").await.unwrap();
+    let waited = m.after_stop(3, baseline).await.unwrap();
+    assert_eq!(probe.calls(), 4, "polled until back near the baseline");
+    let rows = m.sink.timeline().samples;
+    let release = rows.iter().find(|s| s.metric == "gpu_release_ms").unwrap();
+    assert_eq!(release.test, 3);
+    assert!((450.0..5000.0).contains(&release.value), "two 250 ms waits: {}", release.value);
+    assert_eq!(release.value, waited);
+}
