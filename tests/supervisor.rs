@@ -242,3 +242,27 @@ fn groups_left_by_a_killed_turnbench_are_reaped_at_the_next_start() {
     }
     assert!(!fx.path(&format!("state/servers/{}.json", orphan.id())).exists());
 }
+
+#[test]
+fn a_catalog_name_serves_the_downloaded_snapshot() {
+    let fx = Fixture::new(2, 4);
+    // A snapshot laid out as huggingface_hub (and `turnbench setup`) leave it.
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let repo = fx.path("hub/models--Qwen--Qwen2.5-7B-Instruct");
+    let snapshot = repo.join("snapshots").join(commit);
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::write(snapshot.join("config.json"), "{}").unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    let fake = fx.script("vllm", FAKE_VLLM_SIM);
+    let out = fx
+        .command(&["--engine", "vllm", "--vllm-cmd", fake.to_str().unwrap(), "--model", "qwen2.5-7b", "--warmup=0"])
+        .env("HF_HUB_CACHE", fx.path("hub"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dir = std::fs::read_dir(fx.path("results")).unwrap().next().unwrap().unwrap().path();
+    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["engine_command"][2], snapshot.display().to_string());
+    assert_eq!(manifest["model"], snapshot.display().to_string(), "the server serves the snapshot folder");
+}

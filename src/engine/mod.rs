@@ -118,10 +118,11 @@ impl Engine {
                 })
             }
             EngineKind::Vllm => {
-                let model = args
+                let name = args
                     .model
-                    .clone()
+                    .as_deref()
                     .ok_or_else(|| UsageError::new("--engine vllm needs --model PATH_OR_REPO_ID"))?;
+                let model = local_model(name);
                 Ok(Engine::Vllm {
                     command: args.vllm_cmd.clone(),
                     model,
@@ -234,6 +235,20 @@ impl Engine {
                 Err(last_error.expect("at least one attempt")).context("vLLM could not bind a free port")
             }
         }
+    }
+}
+
+/// What vLLM is asked to serve: a local folder as given; else a catalog name or repo id found in
+/// the Hugging Face cache (`turnbench setup`), as its snapshot folder; else the name itself
+/// (vLLM then fetches it).
+fn local_model(name: &str) -> String {
+    if Path::new(name).exists() {
+        return name.to_string();
+    }
+    let cache = crate::models::HubConfig::from_env().cache_dir;
+    match crate::models::resolve_model(name, &cache) {
+        Some(snapshot) => snapshot.display().to_string(),
+        None => name.to_string(),
     }
 }
 
