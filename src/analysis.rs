@@ -43,6 +43,9 @@ pub struct Summary {
     pub by_rag_phase: Vec<RagPhaseStats>,
     pub cache: CacheTotals,
     pub conversations: Vec<ConversationStats>,
+    /// Multi-user runs only: per-level rates and latency, saturation point, recommendation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<crate::load::analysis::LoadSummary>,
 }
 
 /// What the run was, copied from the manifest.
@@ -371,6 +374,7 @@ pub fn summarize(records: &[TurnRecord], manifest: &Manifest) -> Summary {
         by_rag_phase: by_rag_phase(&measured),
         cache: cache_totals(&ok),
         conversations: conversations(&measured),
+        load: crate::load::analysis::summarize_load(records, manifest),
     }
 }
 

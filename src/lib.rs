@@ -14,6 +14,8 @@ pub mod replay;
 pub mod report;
 pub mod results;
 pub mod runner;
+pub mod schedule;
+pub mod load;
 pub mod sim;
 pub mod workload;
 

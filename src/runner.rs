@@ -26,20 +26,13 @@ use crate::{report, UsageError};
 
 pub async fn run_command(args: RunArgs) -> Result<()> {
     validate(&args)?;
+    if args.load.is_multi_user() {
+        return crate::load::run_load(args).await;
+    }
     let engine = Engine::from_args(&args)?;
     // Data errors surface before any server starts.
     let suite = load_suite(&args.selection.data, &args.selection.rag_data)?;
-    let clock = RunClock::start();
-    let client = Client::new(
-        ClientConfig {
-            api_key: args.api_key.clone(),
-            connect_timeout: Duration::from_secs_f64(args.connect_timeout),
-            first_token_timeout: Duration::from_secs_f64(args.first_token_timeout),
-            request_timeout: Duration::from_secs_f64(args.request_timeout),
-            ignore_eos: !args.no_ignore_eos,
-        },
-        clock,
-    )?;
+    let client = build_client(&args)?;
 
     // A first server answers what the model is and how it tokenizes, for selection.
     let scratch = tempfile_dir()?;
@@ -167,6 +160,20 @@ pub async fn run_command(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// The run's HTTP client, on a clock that starts now.
+pub(crate) fn build_client(args: &RunArgs) -> Result<Client> {
+    Client::new(
+        ClientConfig {
+            api_key: args.api_key.clone(),
+            connect_timeout: Duration::from_secs_f64(args.connect_timeout),
+            first_token_timeout: Duration::from_secs_f64(args.first_token_timeout),
+            request_timeout: Duration::from_secs_f64(args.request_timeout),
+            ignore_eos: !args.no_ignore_eos,
+        },
+        RunClock::start(),
+    )
+}
+
 /// One test: a server of its own (managed engines) probed and warmed up, then the
 /// conversation. With an external server, `shared` carries what the run's probe learned.
 #[allow(clippy::too_many_arguments)]
@@ -201,7 +208,7 @@ async fn run_test(
 
 /// Warm-up requests: they pay one-time costs (connections, compilation) and are recorded with
 /// `warmup: true`, so statistics leave them out. Their prompt shares no prefix with the suite.
-async fn warm_up(client: &Client, server: &ServerInfo, recorder: &Recorder, test: u32, count: u32) -> Result<()> {
+pub(crate) async fn warm_up(client: &Client, server: &ServerInfo, recorder: &Recorder, test: u32, count: u32) -> Result<()> {
     for n in 0..count {
         let messages = [ChatMessage::new("user", format!("Warm-up request {n}: reply with a short greeting."))];
         let request = ChatRequest { base_url: &server.base_url, model: &server.model, messages: &messages, max_tokens: 8 };
@@ -227,7 +234,7 @@ async fn warm_up(client: &Client, server: &ServerInfo, recorder: &Recorder, test
 }
 
 /// First Ctrl-C: stop scheduling. Second: abandon the request in flight. SIGTERM: both.
-async fn watch_signals(stop: CancellationToken, abort: CancellationToken) {
+pub(crate) async fn watch_signals(stop: CancellationToken, abort: CancellationToken) {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let terminate = async {
         match term.as_mut() {
@@ -289,16 +296,16 @@ fn progress_bar(total: u64) -> ProgressBar {
     bar
 }
 
-fn first_line(s: &str) -> &str {
+pub(crate) fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("")
 }
 
-fn tempfile_dir() -> Result<tempfile::TempDir> {
+pub(crate) fn tempfile_dir() -> Result<tempfile::TempDir> {
     tempfile::Builder::new().prefix("turnbench-").tempdir().context("cannot create a temporary folder")
 }
 
 /// The command line as typed, with the value of `--api-key` replaced.
-fn redacted_command_line() -> Vec<String> {
+pub(crate) fn redacted_command_line() -> Vec<String> {
     let mut out = Vec::new();
     let mut redact_next = false;
     for arg in std::env::args() {
@@ -317,7 +324,7 @@ fn redacted_command_line() -> Vec<String> {
     out
 }
 
-fn settings_json(args: &RunArgs) -> serde_json::Value {
+pub(crate) fn settings_json(args: &RunArgs) -> serde_json::Value {
     let s = &args.selection;
     json!({
         "selection": {

@@ -301,6 +301,10 @@ fn render(input: &ReportInput) -> Result<String> {
         out.push_str(&md_table(&["Kind", "count", "example"], &rows));
     }
 
+    if let Some(load) = &s.load {
+        out.push_str(&crate::load::report::markdown(load));
+    }
+
     writeln!(out, "\n## Notes on definitions\n")?;
     out.push_str(NOTES);
     if run.token_counts_estimated {

@@ -1,0 +1,217 @@
+//! Many users against the in-process simulator (real HTTP on 127.0.0.1, port 0): achieved rate,
+//! the concurrency bound, and a sweep that crosses the simulator's capacity.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use turnbench::cli::Cli;
+use turnbench::client::{Client, ClientConfig, RunClock};
+use turnbench::load::analysis::max_in_flight;
+use turnbench::record::{read_records, RecordSink, Recorder, TurnRecord};
+use turnbench::replay::{ReplaySettings, ServerInfo};
+use turnbench::schedule::{run_level, Arrivals, Level, LevelWindow, LoadContext, Mode};
+use turnbench::sim::{self, SimConfig};
+use turnbench::workload::multiround::{generate, MultiRound};
+
+struct Setup {
+    _sim: sim::SimHandle,
+    _tmp: tempfile::TempDir,
+    ctx: LoadContext,
+}
+
+async fn setup(config: SimConfig, rounds: usize, answer_tokens: u32) -> Setup {
+    let sim = sim::spawn(config).await.unwrap();
+    let client = Client::new(
+        ClientConfig {
+            api_key: None,
+            connect_timeout: Duration::from_secs(5),
+            first_token_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(60),
+            ignore_eos: true,
+        },
+        RunClock::start(),
+    )
+    .unwrap();
+    let mut server = ServerInfo::probe(&client, &sim.base_url(), None).await.unwrap();
+    server.has_tokenize = false;
+    let tmp = tempfile::tempdir().unwrap();
+    let recorder = Recorder::new(RecordSink::create(&tmp.path().join("turns.jsonl")).unwrap());
+    let pool = generate(&MultiRound { users: 16, rounds, system_tokens: 64, history_tokens: 32, answer_tokens, seed: 3 });
+    let ctx = LoadContext {
+        client,
+        server,
+        settings: ReplaySettings {
+            think_time: Duration::ZERO,
+            metrics_deltas: false,
+            stop: CancellationToken::new(),
+            abort: CancellationToken::new(),
+        },
+        recorder,
+        test: 1,
+        pool: Arc::new(pool),
+    };
+    Setup { _sim: sim, _tmp: tmp, ctx }
+}
+
+fn level(label: &str, mode: Mode, secs: f64) -> Level {
+    Level {
+        label: label.into(),
+        mode,
+        duration: Duration::from_secs_f64(secs),
+        think: (Duration::ZERO, Duration::from_millis(20)),
+        max_active: None,
+        seed: 11,
+    }
+}
+
+/// Conversation starts actually sent per second within the level's window.
+fn sent_rate(records: &[TurnRecord], w: &LevelWindow) -> f64 {
+    let starts = records
+        .iter()
+        .filter(|r| r.turn == 1 && r.timing.sent_ms >= w.start_ms && r.timing.sent_ms < w.stop_ms)
+        .count();
+    starts as f64 / ((w.stop_ms - w.start_ms) / 1000.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_achieves_the_target_rate() {
+    let s = setup(SimConfig::instant(), 2, 4).await;
+    let w = run_level(&s.ctx, &level("qps-40", Mode::Open { qps: 40.0, arrivals: Arrivals::Constant }, 2.5)).await.unwrap();
+    let records = s.ctx.recorder.records();
+    assert!(records.iter().all(|r| r.status.is_ok()), "{:?}", records.iter().find(|r| !r.status.is_ok()));
+    let rate = sent_rate(&records, &w);
+    assert!((rate - 40.0).abs() <= 2.0, "achieved {rate}/s for a 40/s target");
+    // Later turns follow the first: every conversation that started has its second turn.
+    assert!(records.iter().filter(|r| r.turn == 2).count() >= records.iter().filter(|r| r.turn == 1).count() - 2);
+    // First turns were scheduled at their arrival times: evenly spaced 25 ms apart.
+    let mut sched: Vec<f64> = records.iter().filter(|r| r.turn == 1).map(|r| r.timing.scheduled_ms).collect();
+    sched.sort_by(f64::total_cmp);
+    assert!(sched.windows(2).all(|p| (p[1] - p[0] - 25.0).abs() < 0.01));
+    // And were recorded on disk as they completed.
+    let (on_disk, _) = read_records(&s._tmp.path().join("turns.jsonl")).unwrap();
+    assert_eq!(on_disk.len(), records.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_poisson_arrivals_are_all_sent() {
+    let s = setup(SimConfig::instant(), 1, 4).await;
+    let w = run_level(&s.ctx, &level("qps-60", Mode::Open { qps: 60.0, arrivals: Arrivals::Poisson }, 2.5)).await.unwrap();
+    let records = s.ctx.recorder.records();
+    let expected = turnbench::schedule::arrival_offsets(Arrivals::Poisson, 60.0, 2.5, 11).len();
+    assert_eq!(w.scheduled_conversations, expected, "seeded: the same arrivals every run");
+    assert_eq!(records.len(), expected);
+    let rate = sent_rate(&records, &w);
+    let realized = expected as f64 / 2.5;
+    assert!((rate - realized).abs() <= 0.05 * realized, "sent {rate}/s, arrivals {realized}/s");
+    assert!((realized - 60.0).abs() <= 0.15 * 60.0, "a seeded Poisson sample near its rate: {realized}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_n_never_has_more_than_n_in_flight() {
+    let mut config = SimConfig::instant();
+    config.latency.inter_token_ms = 2.0;
+    let s = setup(config, 3, 6).await;
+    run_level(&s.ctx, &level("concurrency-4", Mode::Closed { concurrency: 4 }, 1.5)).await.unwrap();
+    let records = s.ctx.recorder.records();
+    assert!(records.len() > 20, "{} records", records.len());
+    let peak = max_in_flight(&records);
+    assert!(peak <= 4, "{peak} requests in flight with concurrency 4");
+    assert!(peak >= 2, "sessions ran concurrently (peak {peak})");
+    let sessions: std::collections::BTreeSet<u32> = records.iter().filter_map(|r| r.session).collect();
+    assert_eq!(sessions.into_iter().collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_waiting_counts_in_latency() {
+    // One conversation at a time, arrivals faster than service: later arrivals wait, and the
+    // wait shows as queue time (no coordinated omission).
+    let mut config = SimConfig::instant();
+    config.latency.inter_token_ms = 10.0;
+    let s = setup(config, 1, 5).await;
+    let mut lv = level("qps-40", Mode::Open { qps: 40.0, arrivals: Arrivals::Constant }, 1.0);
+    lv.max_active = Some(1);
+    run_level(&s.ctx, &lv).await.unwrap();
+    let records = s.ctx.recorder.records();
+    let worst = records.iter().map(|r| r.derived.queue_ms).fold(0.0, f64::max);
+    assert!(worst > 100.0, "queue time grows when the client holds arrivals back: {worst} ms");
+    for r in &records {
+        assert!((r.derived.latency_from_schedule_ms - (r.derived.e2e_ms + r.derived.queue_ms)).abs() < 1e-9);
+    }
+}
+
+fn run_cli(args: &[&str]) -> anyhow::Result<()> {
+    let mut argv = vec!["turnbench", "run"];
+    argv.extend_from_slice(args);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(turnbench::run(Cli::parse_from(argv)))
+}
+
+#[test]
+fn sweep_finds_saturation_past_max_num_seqs_and_counts_503s() {
+    // Capacity: 2 running × (10 tokens × 10 ms) ≈ 20 requests/s, 2 more may wait, then 503.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut config = SimConfig::instant();
+    config.max_num_seqs = 2;
+    config.max_waiting = 2;
+    config.latency.inter_token_ms = 10.0;
+    let sim = rt.block_on(sim::spawn(config)).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    run_cli(&[
+        "--endpoint",
+        &sim.base_url(),
+        "--workload",
+        "multiround",
+        "--rounds",
+        "1",
+        "--users",
+        "8",
+        "--answer-tokens",
+        "10",
+        "--qps",
+        "4,8,60",
+        "--arrivals",
+        "constant",
+        "--duration",
+        "2",
+        "--warmup",
+        "0",
+        "--log-interval",
+        "1",
+        "--results-dir",
+        results.to_str().unwrap(),
+    ])
+    .unwrap();
+    let dir = std::fs::read_dir(&results).unwrap().next().unwrap().unwrap().path();
+    let summary: Value = serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
+    let load = &summary["load"];
+    assert_eq!(load["saturation"]["level"], "qps-60", "{load:#}");
+    assert_eq!(load["highest_sustainable"], "qps-8");
+    let levels = load["levels"].as_array().unwrap();
+    assert_eq!(levels.len(), 3);
+    for l in &levels[..2] {
+        assert_eq!(l["success_pct"], 100.0, "{l:#}");
+        assert!(l["errors"].as_array().unwrap().is_empty());
+    }
+    let errors = levels[2]["errors"].as_array().unwrap();
+    let n503 = errors.iter().find(|e| e["kind"] == "http_503").map(|e| e["count"].as_u64().unwrap()).unwrap_or(0);
+    assert!(n503 > 20, "503s counted: {errors:?}");
+    // The 503s in the records and in the summary agree.
+    let (records, _) = read_records(&dir.join("turns.jsonl")).unwrap();
+    let in_records = records.iter().filter(|r| r.level.as_deref() == Some("qps-60") && r.http_status == Some(503)).count();
+    assert_eq!(in_records as u64, n503);
+    let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(report.contains("## Load levels") && report.contains("Saturation point: **qps-60**"), "{report}");
+    for f in ["load_rate", "load_ttft", "load_e2e", "load_tokens"] {
+        for ext in ["png", "svg"] {
+            assert!(dir.join("plots").join(format!("{f}.{ext}")).is_file(), "{f}.{ext}");
+        }
+    }
+    let manifest: Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["settings"]["load"]["levels"].as_array().unwrap().len(), 3);
+    assert_eq!(manifest["interrupted"], false);
+    drop(sim);
+}
