@@ -187,6 +187,12 @@ fn sweep_finds_saturation_past_max_num_seqs_and_counts_503s() {
     .unwrap();
     let dir = std::fs::read_dir(&results).unwrap().next().unwrap().unwrap().path();
     let summary: Value = serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/summary.schema.json")).unwrap())
+            .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator.iter_errors(&summary).map(|e| format!("{} at {}", e, e.instance_path)).collect();
+    assert!(errors.is_empty(), "summary.json does not match the schema:\n{}", errors.join("\n"));
     let load = &summary["load"];
     assert_eq!(load["saturation"]["level"], "qps-60", "{load:#}");
     assert_eq!(load["highest_sustainable"], "qps-8");
@@ -213,5 +219,73 @@ fn sweep_finds_saturation_past_max_num_seqs_and_counts_503s() {
     let manifest: Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["settings"]["load"]["levels"].as_array().unwrap().len(), 3);
     assert_eq!(manifest["interrupted"], false);
+    drop(sim);
+}
+
+fn only_dir(results: &std::path::Path) -> std::path::PathBuf {
+    let dirs: Vec<_> = std::fs::read_dir(results).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(dirs.len(), 1);
+    dirs.into_iter().next().unwrap()
+}
+
+#[test]
+fn sweep_auto_calibrates_then_runs_rates_between_sync_and_max() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut config = SimConfig::instant();
+    config.latency.inter_token_ms = 1.0;
+    let sim = rt.block_on(sim::spawn(config)).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let docs = concat!(env!("CARGO_MANIFEST_DIR"), "/data/workloads/docs");
+    run_cli(&[
+        "--endpoint", &sim.base_url(), "--workload", "docs", "--workload-path", docs, "--users", "4", "--rounds", "2",
+        "--answer-tokens", "4", "--sweep", "auto", "--sweep-levels", "2", "--sweep-max-concurrency", "4",
+        "--duration", "0.7", "--max-delay", "0.01", "--results-dir", results.to_str().unwrap(),
+    ])
+    .unwrap();
+    let dir = only_dir(&results);
+    let summary: Value = serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
+    let load = &summary["load"];
+    assert_eq!(load["mode"], "sweep_auto");
+    assert_eq!(load["workload"], "docs");
+    let labels: Vec<&str> = load["levels"].as_array().unwrap().iter().map(|l| l["label"].as_str().unwrap()).collect();
+    assert_eq!(labels.len(), 4, "{labels:?}");
+    assert_eq!(&labels[..2], ["sync", "max-throughput"]);
+    let sync = load["levels"][0]["achieved_qps"].as_f64().unwrap();
+    let lo = load["levels"][2]["target_qps"].as_f64().unwrap();
+    let hi = load["levels"][3]["target_qps"].as_f64().unwrap();
+    assert!(lo < hi && (lo - sync).abs() <= 0.01 * sync.max(1.0), "rates {lo}..{hi} from sync {sync}");
+    // The docs workload's conversations were replayed: the code and text files both appear.
+    let (records, _) = read_records(&dir.join("turns.jsonl")).unwrap();
+    assert!(records.iter().any(|r| r.tags.contains(&"code".to_string())));
+    assert!(records.iter().any(|r| r.tags.contains(&"text".to_string())));
+    // `turnbench report DIR` rebuilds the same load summary from the folder.
+    let before = summary["load"].clone();
+    let rt2 = tokio::runtime::Runtime::new().unwrap();
+    rt2.block_on(turnbench::run(Cli::parse_from(["turnbench", "report", dir.to_str().unwrap()]))).unwrap();
+    let again: Value = serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(again["load"], before);
+    drop(sim);
+}
+
+#[test]
+fn time_bounds_a_closed_loop_run() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sim = rt.block_on(sim::spawn(SimConfig::instant())).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let started = std::time::Instant::now();
+    run_cli(&[
+        "--endpoint", &sim.base_url(), "--workload", "multiround", "--users", "3", "--concurrency", "3",
+        "--duration", "60", "--time", "0.5", "--results-dir", results.to_str().unwrap(),
+    ])
+    .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(30), "--time ends the run");
+    let dir = only_dir(&results);
+    let manifest: Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["interrupted"], false, "--time is not an interruption");
+    let (records, _) = read_records(&dir.join("turns.jsonl")).unwrap();
+    assert!(records.iter().filter(|r| !r.warmup).all(|r| r.level.as_deref() == Some("concurrency-3")));
+    assert!(max_in_flight(records.iter().filter(|r| !r.warmup)) <= 3);
     drop(sim);
 }
