@@ -129,6 +129,7 @@ pub async fn run_level(ctx: &LoadContext, level: &Level) -> Result<LevelWindow> 
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks: JoinSet<Result<()>> = JoinSet::new();
     let mut scheduled_conversations = 0;
+    let mut open_loop = Vec::new();
     let mut first_error = None;
     match &level.mode {
         Mode::Closed { concurrency } => {
@@ -149,29 +150,45 @@ pub async fn run_level(ctx: &LoadContext, level: &Level) -> Result<LevelWindow> 
         Mode::Open { qps, arrivals } => {
             let offsets = arrival_offsets(*arrivals, *qps, level.duration.as_secs_f64(), level.seed);
             let gate = level.max_active.map(|n| Arc::new(Semaphore::new(n.max(1))));
-            for (k, offset) in offsets.iter().enumerate() {
-                let at = start + Duration::from_secs_f64(*offset);
-                tokio::select! {
-                    _ = tokio::time::sleep_until(at) => {}
-                    _ = stop.cancelled() => break,
+            let spawn = {
+                let (ctx, settings, level) = (ctx.clone(), settings.clone(), level.clone());
+                move |k: usize, scheduled_ms: f64| {
+                    let (ctx, settings, level, gate) = (ctx.clone(), settings.clone(), level.clone(), gate.clone());
+                    async move {
+                        let _permit = match gate {
+                            Some(g) => Some(g.acquire_owned().await?),
+                            None => None,
+                        };
+                        replay_one(&ctx, &settings, &level, k as u32, k, Some(scheduled_ms)).await
+                    }
                 }
-                scheduled_conversations += 1;
-                let ctx = ctx.clone();
-                let settings = settings.clone();
-                let level = level.clone();
-                let gate = gate.clone();
-                let scheduled_ms = start_ms + offset * 1000.0;
-                tasks.spawn(async move {
-                    let _permit = match gate {
-                        Some(g) => Some(g.acquire_owned().await?),
-                        None => None,
-                    };
-                    replay_one(&ctx, &settings, &level, k as u32, k, Some(scheduled_ms)).await
-                });
-                while let Some(done) = tasks.try_join_next() {
-                    note_error(&mut first_error, done);
+            };
+            // Arrivals are paced by a dedicated thread: an OS sleep wakes within tens of
+            // microseconds, the async timer only to the next millisecond, and a busy worker
+            // cannot delay the next arrival. Each conversation runs as a task of the runtime.
+            let handle = tokio::runtime::Handle::current();
+            let std_start = std::time::Instant::now() - start.elapsed();
+            let stop_pacer = stop.clone();
+            let pacer = tokio::task::spawn_blocking(move || {
+                let mut handles = Vec::with_capacity(offsets.len());
+                for (k, offset) in offsets.iter().enumerate() {
+                    let at = std_start + Duration::from_secs_f64(*offset);
+                    loop {
+                        if stop_pacer.is_cancelled() {
+                            return handles;
+                        }
+                        let now = std::time::Instant::now();
+                        if now >= at {
+                            break;
+                        }
+                        std::thread::sleep((at - now).min(Duration::from_millis(20)));
+                    }
+                    handles.push(handle.spawn(spawn(k, start_ms + offset * 1000.0)));
                 }
-            }
+                handles
+            });
+            open_loop = pacer.await?;
+            scheduled_conversations = open_loop.len();
         }
     }
     // Later turns keep starting until the level's duration is over (or the run stops).
@@ -183,6 +200,9 @@ pub async fn run_level(ctx: &LoadContext, level: &Level) -> Result<LevelWindow> 
     let stop_ms = clock.now_ms();
     while let Some(done) = tasks.join_next().await {
         note_error(&mut first_error, done);
+    }
+    for handle in open_loop {
+        note_error(&mut first_error, handle.await);
     }
     timer.abort();
     if let Some(e) = first_error {
