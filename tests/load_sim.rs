@@ -289,3 +289,55 @@ fn time_bounds_a_closed_loop_run() {
     assert!(max_in_flight(records.iter().filter(|r| !r.warmup)) <= 3);
     drop(sim);
 }
+
+/// The real binary with a managed simulator (started once for the whole run) and the default
+/// suite; Ctrl-C stops scheduling, the requests in flight finish, and every report is written.
+#[test]
+fn ctrl_c_keeps_every_record_of_a_managed_multi_user_run() {
+    use std::process::{Command, Stdio};
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let child = Command::new(env!("CARGO_BIN_EXE_turnbench"))
+        .args(["run", "--engine", "sim", "--engine-arg=--profile", "--engine-arg=instant", "--engine-arg=--inter-token-ms=5"])
+        .args(["--data", &format!("{root}/data/conversations.json"), "--rag-data", &format!("{root}/data/rag_data.json")])
+        .args(["--include-tags", "qa", "--max-conversations", "3", "--concurrency", "3", "--duration", "60"])
+        .arg("--results-dir")
+        .arg(&results)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = std::fs::read_dir(&results)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| std::fs::read_to_string(e.unwrap().path().join("turns.jsonl")).ok())
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+        if n >= 6 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no turns recorded in time");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    let dir = only_dir(&results);
+    let engine_logs: Vec<_> = std::fs::read_dir(dir.join("engine")).unwrap().collect();
+    assert_eq!(engine_logs.len(), 1, "one server for the whole run");
+    let manifest: Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["interrupted"], true);
+    assert_eq!(manifest["settings"]["load"]["levels"][0]["label"], "concurrency-3");
+    let (records, _) = read_records(&dir.join("turns.jsonl")).unwrap();
+    let summary: Value = serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["run"]["simulated"], true);
+    assert_eq!(summary["requests"]["total"].as_u64(), Some(records.len() as u64), "every record in the report");
+    let level = &summary["load"]["levels"][0];
+    assert!(level["requests"].as_u64().unwrap() >= 5, "{level:#}");
+    assert!(level["max_in_flight"].as_u64().unwrap() <= 3);
+    assert!(records.iter().filter(|r| !r.warmup).all(|r| r.tags.contains(&"qa".to_string())));
+}
