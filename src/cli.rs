@@ -231,8 +231,9 @@ pub struct LoadArgs {
     /// Longest think time before a conversation's next turn, in seconds.
     #[arg(long, default_value_t = 0.0, value_name = "SECS")]
     pub max_delay: f64,
-    /// Open loop: at most this many conversations active at once; later arrivals wait (and
-    /// their wait counts in their latency).
+    /// Conversations active at once. Closed loop: at least --concurrency; their turns share the
+    /// --concurrency clients (interleaved), so at most --concurrency requests are in flight.
+    /// Open loop: a cap; later arrivals wait (and their wait counts in their latency).
     #[arg(long, value_name = "N")]
     pub max_active_conversations: Option<usize>,
     /// Seconds between live summary lines (rate, TTFT p50/p99, errors).

@@ -128,6 +128,9 @@ pub struct Pacing {
     /// instead of `ReplaySettings::think_time`.
     pub think_range: Option<(Duration, Duration)>,
     pub seed: u64,
+    /// Closed loop with more active conversations than clients: a permit is held for each
+    /// request, so at most the gate's size are in flight; waiting for one counts as queue time.
+    pub request_gate: Option<std::sync::Arc<tokio::sync::Semaphore>>,
 }
 
 /// Replays `conversation` turn by turn against `server`, recording every turn.
@@ -179,6 +182,13 @@ pub async fn replay_conversation_paced(
             _ => client.clock().now_ms(),
         };
         let request = ChatRequest { base_url: &server.base_url, model: &server.model, messages: &prompt.messages, max_tokens: prompt.max_tokens };
+        let _permit = match &pacing.request_gate {
+            None => None,
+            Some(gate) => tokio::select! {
+                permit = gate.clone().acquire_owned() => Some(permit?),
+                _ = settings.stop.cancelled() => return Ok(ConversationEnd::Interrupted),
+            },
+        };
         let outcome = tokio::select! {
             outcome = client.stream_chat(&request, scheduled_ms) => outcome,
             _ = settings.abort.cancelled() => {
@@ -186,6 +196,7 @@ pub async fn replay_conversation_paced(
                 return Ok(ConversationEnd::Interrupted);
             }
         };
+        drop(_permit);
         let after = metrics_snapshot(client, server, settings).await;
         let delta = match (&before, &after) {
             (Some(b), Some(a)) => a.prefix_cache_delta(b),

@@ -76,7 +76,9 @@ pub struct Level {
     /// Think time before a conversation's next turn, drawn uniformly from `[min, max]`.
     pub think: (Duration, Duration),
     /// Open loop: at most this many conversations active; later arrivals wait (their waiting is
-    /// part of their queue time).
+    /// part of their queue time). Closed loop: this many conversations active (at least
+    /// `concurrency`), their turns sharing `concurrency` clients, so at most `concurrency`
+    /// requests are in flight.
     pub max_active: Option<usize>,
     pub seed: u64,
 }
@@ -133,7 +135,10 @@ pub async fn run_level(ctx: &LoadContext, level: &Level) -> Result<LevelWindow> 
     let mut first_error = None;
     match &level.mode {
         Mode::Closed { concurrency } => {
-            for session in 0..*concurrency {
+            let active = level.max_active.unwrap_or(*concurrency).max(*concurrency);
+            let gate = (active > *concurrency).then(|| Arc::new(Semaphore::new(*concurrency)));
+            for session in 0..active {
+                let gate = gate.clone();
                 let ctx = ctx.clone();
                 let settings = settings.clone();
                 let next = next.clone();
@@ -141,7 +146,7 @@ pub async fn run_level(ctx: &LoadContext, level: &Level) -> Result<LevelWindow> 
                 tasks.spawn(async move {
                     while !settings.stop.is_cancelled() {
                         let k = next.fetch_add(1, Ordering::Relaxed);
-                        replay_one(&ctx, &settings, &level, session as u32, k, None).await?;
+                        replay_one(&ctx, &settings, &level, session as u32, k, None, gate.clone()).await?;
                     }
                     Ok(())
                 });
@@ -159,7 +164,7 @@ pub async fn run_level(ctx: &LoadContext, level: &Level) -> Result<LevelWindow> 
                             Some(g) => Some(g.acquire_owned().await?),
                             None => None,
                         };
-                        replay_one(&ctx, &settings, &level, k as u32, k, Some(scheduled_ms)).await
+                        replay_one(&ctx, &settings, &level, k as u32, k, Some(scheduled_ms), None).await
                     }
                 }
             };
@@ -239,6 +244,7 @@ async fn replay_one(
     session: u32,
     k: usize,
     first_turn_scheduled_ms: Option<f64>,
+    request_gate: Option<Arc<Semaphore>>,
 ) -> Result<()> {
     if ctx.pool.is_empty() {
         anyhow::bail!("the workload has no conversation");
@@ -249,6 +255,7 @@ async fn replay_one(
         first_turn_scheduled_ms,
         think_range: Some(level.think),
         seed: level.seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        request_gate,
     };
     replay_conversation_paced(&ctx.client, &ctx.server, settings, &ctx.recorder, &labels, conversation, &pacing).await?;
     Ok(())

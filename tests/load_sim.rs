@@ -151,11 +151,13 @@ fn run_cli(args: &[&str]) -> anyhow::Result<()> {
 
 #[test]
 fn sweep_finds_saturation_past_max_num_seqs_and_counts_503s() {
-    // Capacity: 2 running × (10 tokens × 10 ms) ≈ 20 requests/s, 2 more may wait, then 503.
+    // Capacity: 2 running × (20 ms + 10 tokens × 10 ms) ≈ 16 requests/s, 2 more may wait, then
+    // 503. A TTFT of 20 ms at low load keeps scheduling jitter far from the 3× TTFT rule.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut config = SimConfig::instant();
     config.max_num_seqs = 2;
     config.max_waiting = 2;
+    config.latency.overhead_ms = 20.0;
     config.latency.inter_token_ms = 10.0;
     let sim = rt.block_on(sim::spawn(config)).unwrap();
     let tmp = tempfile::tempdir().unwrap();
@@ -340,4 +342,20 @@ fn ctrl_c_keeps_every_record_of_a_managed_multi_user_run() {
     assert!(level["requests"].as_u64().unwrap() >= 5, "{level:#}");
     assert!(level["max_in_flight"].as_u64().unwrap() <= 3);
     assert!(records.iter().filter(|r| !r.warmup).all(|r| r.tags.contains(&"qa".to_string())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_active_conversations_than_clients_share_the_clients() {
+    let mut config = SimConfig::instant();
+    config.latency.inter_token_ms = 2.0;
+    let s = setup(config, 3, 5).await;
+    let mut lv = level("concurrency-2", Mode::Closed { concurrency: 2 }, 1.5);
+    lv.max_active = Some(6);
+    run_level(&s.ctx, &lv).await.unwrap();
+    let records = s.ctx.recorder.records();
+    assert!(max_in_flight(&records) <= 2, "at most 2 requests in flight");
+    let sessions: std::collections::BTreeSet<u32> = records.iter().filter_map(|r| r.session).collect();
+    assert_eq!(sessions.len(), 6, "six conversations active: {sessions:?}");
+    // Turns wait for a free client, and that wait is queue time.
+    assert!(records.iter().any(|r| r.derived.queue_ms > 1.0));
 }

@@ -56,6 +56,11 @@ pub fn validate(args: &RunArgs) -> Result<()> {
     if !(l.log_interval.is_finite() && l.log_interval > 0.0) {
         return bad(format!("--log-interval {}: must be positive", l.log_interval));
     }
+    if let (Some(c), Some(m)) = (l.concurrency, l.max_active_conversations) {
+        if m < c {
+            return bad(format!("--max-active-conversations {m} is below --concurrency {c}: every client needs a conversation"));
+        }
+    }
     if l.max_active_conversations == Some(0) || l.sweep_levels == 0 || l.sweep_max_concurrency == 0 {
         return bad("--max-active-conversations, --sweep-levels and --sweep-max-concurrency must be at least 1".into());
     }
