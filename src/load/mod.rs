@@ -24,7 +24,6 @@ use crate::record::{RecordSink, Recorder, TurnRecord};
 use crate::replay::{ReplaySettings, ServerInfo};
 use crate::results::{self, Manifest};
 use crate::schedule::{run_level, Level, LevelWindow, LoadContext, Mode};
-use crate::workload::Conversation;
 use crate::{report as reports, runner, UsageError};
 use analysis::{LoadSettings, SETTINGS_KEY};
 
@@ -358,11 +357,6 @@ impl Progress {
         self.ticker.abort();
         self.bar.finish_and_clear();
     }
-}
-
-/// Conversations of a run, by id (for tests and listings).
-pub fn conversation_ids(conversations: &[Conversation]) -> Vec<&str> {
-    conversations.iter().map(|c| c.id.as_str()).collect()
 }
 
 #[cfg(test)]
