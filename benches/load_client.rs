@@ -51,8 +51,13 @@ fn report(name: &str, records: &[TurnRecord], w: &LevelWindow, cpu_s: f64) {
     let chunks: u64 = records.iter().map(|r| r.output_chunks).sum();
     let lag = sorted_finite(records.iter().filter(|r| r.turn == 1).map(|r| r.derived.queue_ms));
     let p = |q| percentile_sorted(&lag, q).map_or("–".to_string(), |v| format!("{v:.2}"));
+    let offered = if w.scheduled_conversations > 0 {
+        format!("offered {:>5.0} req/s, ", (w.scheduled_conversations * TURNS) as f64 / ((w.stop_ms - w.start_ms) / 1000.0))
+    } else {
+        String::new()
+    };
     println!(
-        "{name:<22} {:>9.0} req/s {:>10.0} chunks/s  {:>6.3} ms CPU/request  lag p50 {} ms p99 {} ms  ({} ok, {} failed)",
+        "{name:<20} {offered}sustained {:>6.0} req/s {:>8.0} chunks/s  {:>6.3} ms CPU/request  lag p50 {} ms p99 {} ms  ({} ok, {} failed)",
         ok as f64 / secs,
         chunks as f64 / secs,
         cpu_s * 1000.0 / records.len().max(1) as f64,

@@ -288,6 +288,13 @@ mod tests {
     }
 
     #[test]
+    fn poisson_counts_are_unbiased_across_seeds() {
+        let counts: Vec<usize> = (0..400).map(|seed| arrival_offsets(Arrivals::Poisson, 100.0, 5.0, seed).len()).collect();
+        let mean = counts.iter().sum::<usize>() as f64 / counts.len() as f64;
+        assert!((mean - 500.0).abs() < 5.0, "mean arrivals {mean}, expected 500");
+    }
+
+    #[test]
     fn no_rate_no_arrivals() {
         assert!(arrival_offsets(Arrivals::Poisson, 0.0, 10.0, 1).is_empty());
     }

@@ -359,3 +359,19 @@ async fn more_active_conversations_than_clients_share_the_clients() {
     // Turns wait for a free client, and that wait is queue time.
     assert!(records.iter().any(|r| r.derived.queue_ms > 1.0));
 }
+
+#[test]
+fn bad_multi_user_flags_are_usage_errors() {
+    for args in [
+        &["--concurrency", "4", "--max-active-conversations", "2"][..],
+        &["--qps", "0"][..],
+        &["--qps", "1", "--duration", "5", "--trim-warmup", "3", "--trim-cooldown", "3"][..],
+        &["--concurrency", "2", "--min-delay", "2", "--max-delay", "1"][..],
+        &["--qps", "1", "--workload", "sharegpt"][..],
+    ] {
+        let mut argv = vec!["--endpoint", "http://127.0.0.1:9"];
+        argv.extend_from_slice(args);
+        let err = run_cli(&argv).unwrap_err();
+        assert_eq!(turnbench::error::exit_code(&err), 2, "{args:?}: {err:#}");
+    }
+}

@@ -394,6 +394,19 @@ mod tests {
     }
 
     #[test]
+    fn warm_up_and_cool_down_are_trimmed() {
+        let records: Vec<TurnRecord> =
+            (0..10).map(|i| rec("a", 1, i as f64 * 100.0, i as f64 * 100.0, i as f64 * 100.0 + 5.0, Status::Ok)).collect();
+        let mut s = settings();
+        s.trim_warmup_s = 0.2;
+        s.trim_cooldown_s = 0.3;
+        let l = level_summary(&records, &window("a", 10.0), &s);
+        assert_eq!(l.requests, 5, "requests scheduled in [200, 700) ms");
+        assert!((l.window_s - 0.5).abs() < 1e-9);
+        assert!((l.offered_qps - 10.0).abs() < 1e-9);
+    }
+
+    #[test]
     fn single_user_manifest_has_no_load_summary() {
         assert!(summarize_load(&[], &Manifest::default()).is_none());
     }
