@@ -245,6 +245,9 @@ pub struct LoadArgs {
     /// A level is saturated when its p99 TTFT exceeds this multiple of the first level's.
     #[arg(long, default_value_t = 3.0, value_name = "X")]
     pub saturation_ttft_factor: f64,
+    /// …and only when it exceeds the first level's by at least this many milliseconds.
+    #[arg(long, default_value_t = 50.0, value_name = "MS")]
+    pub saturation_ttft_floor_ms: f64,
 
     /// Where the conversations come from (default: the suite of --data).
     #[arg(long, value_enum, default_value = "suite")]

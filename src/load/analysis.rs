@@ -31,9 +31,17 @@ pub struct LoadSettings {
     pub trim_warmup_s: f64,
     pub trim_cooldown_s: f64,
     pub saturation_ttft_factor: f64,
+    /// …and exceeds the low-load p99 by at least this many ms (jitter on a tiny TTFT is not
+    /// saturation).
+    #[serde(default = "default_ttft_floor_ms")]
+    pub saturation_ttft_floor_ms: f64,
     pub workload: String,
     /// Levels in the order they ran (appended as each ends).
     pub levels: Vec<LevelWindow>,
+}
+
+fn default_ttft_floor_ms() -> f64 {
+    50.0
 }
 
 impl LoadSettings {
@@ -105,7 +113,7 @@ pub struct LoadSummary {
     pub percentiles: Vec<f64>,
     pub levels: Vec<LevelSummary>,
     /// First level (by load) where success < 95 %, achieved < 90 % of target, or p99 TTFT >
-    /// `saturation_ttft_factor` × the lowest level's.
+    /// `saturation_ttft_factor` × the lowest level's (and at least `saturation_ttft_floor_ms` more).
     pub saturation: Option<Saturation>,
     /// Label of the highest level below the saturation point.
     pub highest_sustainable: Option<String>,
@@ -117,7 +125,8 @@ pub struct LoadSummary {
 pub fn summarize_load(records: &[TurnRecord], manifest: &Manifest) -> Option<LoadSummary> {
     let settings = LoadSettings::from_manifest(manifest)?;
     let levels: Vec<LevelSummary> = settings.levels.iter().map(|w| level_summary(records, w, &settings)).collect();
-    let (saturation, sustainable) = find_saturation(&levels, settings.saturation_ttft_factor);
+    let (saturation, sustainable) =
+        find_saturation(&levels, settings.saturation_ttft_factor, settings.saturation_ttft_floor_ms);
     let highest_sustainable_qps = sustainable.map(|l| l.target_qps.unwrap_or(l.achieved_qps));
     let recommendation = recommend(saturation.as_ref(), sustainable, &levels);
     Some(LoadSummary {
@@ -244,7 +253,7 @@ fn by_load(levels: &[LevelSummary]) -> Vec<&LevelSummary> {
 }
 
 /// Why `level` is saturated (empty: it is not).
-pub fn saturation_reasons(level: &LevelSummary, baseline_p99_ttft: Option<f64>, factor: f64) -> Vec<String> {
+pub fn saturation_reasons(level: &LevelSummary, baseline_p99_ttft: Option<f64>, factor: f64, floor_ms: f64) -> Vec<String> {
     let mut reasons = Vec::new();
     if let Some(s) = level.success_pct.filter(|s| *s < 95.0) {
         reasons.push(format!("success {s:.1} % < 95 %"));
@@ -253,7 +262,7 @@ pub fn saturation_reasons(level: &LevelSummary, baseline_p99_ttft: Option<f64>, 
         reasons.push(format!("achieved {:.2}/s < 90 % of target {t}/s", level.achieved_qps));
     }
     if let (Some(base), Some(p99)) = (baseline_p99_ttft, p99_ttft(level)) {
-        if base > 0.0 && p99 > factor * base {
+        if base > 0.0 && p99 > factor * base && p99 - base >= floor_ms {
             reasons.push(format!("p99 TTFT {p99:.0} ms > {factor} × low-load {base:.0} ms"));
         }
     }
@@ -261,12 +270,12 @@ pub fn saturation_reasons(level: &LevelSummary, baseline_p99_ttft: Option<f64>, 
 }
 
 /// The saturation point and the highest sustainable level below it.
-pub fn find_saturation(levels: &[LevelSummary], factor: f64) -> (Option<Saturation>, Option<&LevelSummary>) {
+pub fn find_saturation(levels: &[LevelSummary], factor: f64, floor_ms: f64) -> (Option<Saturation>, Option<&LevelSummary>) {
     let ordered = by_load(levels);
     let baseline = ordered.first().and_then(|l| p99_ttft(l));
     let mut sustainable = None;
     for (i, level) in ordered.iter().enumerate() {
-        let reasons = saturation_reasons(level, if i == 0 { None } else { baseline }, factor);
+        let reasons = saturation_reasons(level, if i == 0 { None } else { baseline }, factor, floor_ms);
         if !reasons.is_empty() {
             return (Some(Saturation { level: level.label.clone(), reasons }), sustainable);
         }
@@ -346,6 +355,7 @@ mod tests {
             trim_warmup_s: 0.0,
             trim_cooldown_s: 0.0,
             saturation_ttft_factor: 3.0,
+            saturation_ttft_floor_ms: 50.0,
             workload: "suite".into(),
             levels: vec![],
         }
@@ -391,6 +401,20 @@ mod tests {
         assert_eq!(sum.highest_sustainable.as_deref(), Some("q2"));
         assert_eq!(sum.highest_sustainable_qps, Some(4.0));
         assert!(sum.recommendation.contains("4 conversations/s"), "{}", sum.recommendation);
+    }
+
+    #[test]
+    fn ttft_rule_needs_both_the_factor_and_the_floor() {
+        let with_ttft = |label: &str, ttft: f64| -> LevelSummary {
+            let mut r = rec(label, 1, 0.0, 0.0, 500.0, Status::Ok);
+            r.timing.first_token_ms = Some(ttft);
+            r.derived = r.timing.derive(Some(10));
+            level_summary(&[r], &window(label, 1.0), &settings())
+        };
+        let (base, jitter, slow) = (with_ttft("a", 2.0), with_ttft("b", 8.0), with_ttft("c", 120.0));
+        assert!(saturation_reasons(&jitter, p99_ttft(&base), 3.0, 50.0).is_empty(), "8 ms vs 2 ms is jitter");
+        let reasons = saturation_reasons(&slow, p99_ttft(&base), 3.0, 50.0);
+        assert!(reasons.len() == 1 && reasons[0].contains("p99 TTFT"), "{reasons:?}");
     }
 
     #[test]

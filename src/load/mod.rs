@@ -130,6 +130,7 @@ async fn run_with_server(
         trim_warmup_s: l.trim_warmup,
         trim_cooldown_s: l.trim_cooldown,
         saturation_ttft_factor: l.saturation_ttft_factor,
+        saturation_ttft_floor_ms: l.saturation_ttft_floor_ms,
         workload: workload_name(l.workload),
         levels: Vec::new(),
     };
@@ -264,6 +265,7 @@ async fn run_levels(
                 trim_warmup_s: l.trim_warmup,
                 trim_cooldown_s: l.trim_cooldown,
                 saturation_ttft_factor: l.saturation_ttft_factor,
+                saturation_ttft_floor_ms: l.saturation_ttft_floor_ms,
                 workload: String::new(),
                 levels: vec![],
             };
