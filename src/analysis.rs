@@ -46,6 +46,9 @@ pub struct Summary {
     /// Machine, engine and GPU per test, from `timeline.csv` (absent when the run has none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<crate::metrics::resources::ResourceSummary>,
+    /// Multi-user runs only: per-level rates and latency, saturation point, recommendation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<crate::load::analysis::LoadSummary>,
 }
 
 /// What the run was, copied from the manifest.
@@ -375,6 +378,7 @@ pub fn summarize(records: &[TurnRecord], manifest: &Manifest) -> Summary {
         cache: cache_totals(&ok),
         conversations: conversations(&measured),
         resources: None,
+        load: crate::load::analysis::summarize_load(records, manifest),
     }
 }
 

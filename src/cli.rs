@@ -16,6 +16,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: the size of `RunArgs` does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Replay conversation suites turn by turn and report TTFT, throughput and prefix-cache reuse.
@@ -81,6 +83,9 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub selection: SelectionArgs,
+
+    #[command(flatten)]
+    pub load: LoadArgs,
 
     /// Warm-up requests sent before the suite: recorded, excluded from statistics.
     #[arg(long, default_value_t = 1)]
@@ -301,4 +306,119 @@ pub struct SimArgs {
     /// Seed for answers and failure injection.
     #[arg(long)]
     pub seed: Option<u64>,
+}
+
+/// Many users at once (any of `--concurrency`, `--qps`, `--sweep` makes a multi-user run against
+/// one server for the whole run).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Many users")]
+pub struct LoadArgs {
+    /// Closed loop: this many sessions, each replaying conversations one after another.
+    #[arg(long, value_name = "N", conflicts_with_all = ["qps", "sweep"])]
+    pub concurrency: Option<usize>,
+    /// Open loop: conversations start at this rate per second; several values (1,5,10) run one
+    /// level after another (a sweep).
+    #[arg(long, value_delimiter = ',', value_name = "QPS", conflicts_with = "sweep")]
+    pub qps: Vec<f64>,
+    /// `auto`: a synchronous run, a max-throughput run, then evenly spaced rates between them.
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub sweep: Option<SweepKind>,
+    /// Number of evenly spaced rates of `--sweep auto`.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub sweep_levels: usize,
+    /// Concurrency of the max-throughput run of `--sweep auto`.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub sweep_max_concurrency: usize,
+    /// Open-loop arrival process (seeded by --seed).
+    #[arg(long, value_enum, default_value = "poisson")]
+    pub arrivals: crate::schedule::Arrivals,
+    /// Seconds each level runs (new turns start only within it).
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    pub duration: f64,
+    /// Bounds the whole run, in seconds: no turn starts after it.
+    #[arg(long, value_name = "SECS")]
+    pub time: Option<f64>,
+    /// Seconds at the start of each level left out of its statistics.
+    #[arg(long, default_value_t = 0.0, value_name = "SECS")]
+    pub trim_warmup: f64,
+    /// Seconds at the end of each level left out of its statistics.
+    #[arg(long, default_value_t = 0.0, value_name = "SECS")]
+    pub trim_cooldown: f64,
+    /// Shortest think time before a conversation's next turn, in seconds.
+    #[arg(long, default_value_t = 0.0, value_name = "SECS")]
+    pub min_delay: f64,
+    /// Longest think time before a conversation's next turn, in seconds.
+    #[arg(long, default_value_t = 0.0, value_name = "SECS")]
+    pub max_delay: f64,
+    /// Conversations active at once. Closed loop: at least --concurrency; their turns share the
+    /// --concurrency clients (interleaved), so at most --concurrency requests are in flight.
+    /// Open loop: a cap; later arrivals wait (and their wait counts in their latency).
+    #[arg(long, value_name = "N")]
+    pub max_active_conversations: Option<usize>,
+    /// Seconds between live summary lines (rate, TTFT p50/p99, errors).
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub log_interval: f64,
+    /// Percentiles reported per level.
+    #[arg(long, value_delimiter = ',', default_value = "50,90,95,99", value_name = "P")]
+    pub percentiles: Vec<f64>,
+    /// A level is saturated when its p99 TTFT exceeds this multiple of the first level's.
+    #[arg(long, default_value_t = 3.0, value_name = "X")]
+    pub saturation_ttft_factor: f64,
+    /// …and only when it exceeds the first level's by at least this many milliseconds.
+    #[arg(long, default_value_t = 50.0, value_name = "MS")]
+    pub saturation_ttft_floor_ms: f64,
+
+    /// Where the conversations come from (default: the suite of --data).
+    #[arg(long, value_enum, default_value = "suite")]
+    pub workload: WorkloadKind,
+    /// Input of the workload: a folder (docs), a JSON config (synthetic) or a dataset file
+    /// (sharegpt, openai, snapshot).
+    #[arg(long, value_name = "PATH")]
+    pub workload_path: Option<PathBuf>,
+    /// docs: conversations to build; multiround: users (one conversation each).
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub users: usize,
+    /// docs / multiround: turns per conversation.
+    #[arg(long, default_value_t = 3, value_name = "T")]
+    pub rounds: usize,
+    /// multiround: tokens of the system prompt shared by every user.
+    #[arg(long, default_value_t = 256, value_name = "TOKENS")]
+    pub system_tokens: usize,
+    /// multiround: tokens of each user's own earlier history.
+    #[arg(long, default_value_t = 512, value_name = "TOKENS")]
+    pub history_tokens: usize,
+    /// multiround / docs: answer length (max_tokens).
+    #[arg(long, default_value_t = 64, value_name = "TOKENS")]
+    pub answer_tokens: u32,
+}
+
+impl LoadArgs {
+    /// True when the run is a multi-user run.
+    pub fn is_multi_user(&self) -> bool {
+        self.concurrency.is_some() || !self.qps.is_empty() || self.sweep.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SweepKind {
+    Auto,
+}
+
+/// Conversation sources of multi-user runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WorkloadKind {
+    /// The conversation suite (--data, --rag-data) and its selection flags.
+    Suite,
+    /// A folder of documents: code or text by extension, N conversations × T turns.
+    Docs,
+    /// Multi-round QA: shared system prompt, per-user history, synthetic and seeded.
+    Multiround,
+    /// Synthetic conversations generated from text files by a JSON config.
+    Synthetic,
+    /// A ShareGPT JSON file (`conversations: [{from, value}]`).
+    Sharegpt,
+    /// A JSON/JSONL file of OpenAI `messages` lists.
+    Openai,
+    /// Snapshot dataset of `{prompt_content, cut_chat_history}`, sent as recorded.
+    Snapshot,
 }

@@ -15,6 +15,8 @@ pub mod replay;
 pub mod report;
 pub mod results;
 pub mod runner;
+pub mod schedule;
+pub mod load;
 pub mod sim;
 pub mod template;
 pub mod workload;

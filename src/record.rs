@@ -325,6 +325,21 @@ impl Recorder {
         Ok(())
     }
 
+    /// How many records so far.
+    pub fn len(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).1.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Records from index `from` on (completion order), for live progress lines.
+    pub fn records_since(&self, from: usize) -> Vec<TurnRecord> {
+        let guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        guard.1.get(from..).map(<[TurnRecord]>::to_vec).unwrap_or_default()
+    }
+
     /// Every record so far, in completion order.
     pub fn records(&self) -> Vec<TurnRecord> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).1.clone()

@@ -133,6 +133,22 @@ pub struct ReplayLabels {
     pub session: Option<u32>,
 }
 
+/// When a conversation's turns are due, for schedulers that start many conversations.
+#[derive(Debug, Clone, Default)]
+pub struct Pacing {
+    /// Open loop: the arrival time of the first turn (ms on the run clock). It is recorded as
+    /// the turn's `scheduled_ms`, so time spent waiting to be sent counts (no coordinated
+    /// omission). `None`: the first turn is due when the replay starts.
+    pub first_turn_scheduled_ms: Option<f64>,
+    /// Think time before each later turn drawn uniformly from `[min, max]` (seeded by `seed`),
+    /// instead of `ReplaySettings::think_time`.
+    pub think_range: Option<(Duration, Duration)>,
+    pub seed: u64,
+    /// Closed loop with more active conversations than clients: a permit is held for each
+    /// request, so at most the gate's size are in flight; waiting for one counts as queue time.
+    pub request_gate: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+}
+
 /// Replays `conversation` turn by turn against `server`, recording every turn.
 pub async fn replay_conversation(
     client: &Client,
@@ -142,15 +158,35 @@ pub async fn replay_conversation(
     labels: &ReplayLabels,
     conversation: &Conversation,
 ) -> Result<ConversationEnd> {
+    replay_conversation_paced(client, server, settings, recorder, labels, conversation, &Pacing::default()).await
+}
+
+/// [`replay_conversation`] with a scheduled first turn and/or random think times.
+pub async fn replay_conversation_paced(
+    client: &Client,
+    server: &ServerInfo,
+    settings: &ReplaySettings,
+    recorder: &Recorder,
+    labels: &ReplayLabels,
+    conversation: &Conversation,
+    pacing: &Pacing,
+) -> Result<ConversationEnd> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(pacing.seed);
     let mut state = ConversationState::new(conversation);
     let mut previous_tokens: Option<Vec<u32>> = None;
     for index in 0..conversation.turns.len() {
         if settings.stop.is_cancelled() {
             return Ok(ConversationEnd::Interrupted);
         }
-        if index > 0 && !settings.think_time.is_zero() {
+        let think = match pacing.think_range {
+            Some((min, max)) if max > min => rng.random_range(min..=max),
+            Some((min, _)) => min,
+            None => settings.think_time,
+        };
+        if index > 0 && !think.is_zero() {
             tokio::select! {
-                _ = tokio::time::sleep(settings.think_time) => {}
+                _ = tokio::time::sleep(think) => {}
                 _ = settings.stop.cancelled() => return Ok(ConversationEnd::Interrupted),
             }
         }
@@ -168,7 +204,17 @@ pub async fn replay_conversation(
             (None, true) => tokenize(client, server, &prompt.messages).await,
         };
         let before = metrics_snapshot(client, server, settings).await;
-        let scheduled_ms = client.clock().now_ms();
+        let scheduled_ms = match pacing.first_turn_scheduled_ms {
+            Some(at) if index == 0 => at,
+            _ => client.clock().now_ms(),
+        };
+        let _permit = match &pacing.request_gate {
+            None => None,
+            Some(gate) => tokio::select! {
+                permit = gate.clone().acquire_owned() => Some(permit?),
+                _ = settings.stop.cancelled() => return Ok(ConversationEnd::Interrupted),
+            },
+        };
         let send = async {
             match &rendered {
                 Some(text) => {
@@ -188,6 +234,7 @@ pub async fn replay_conversation(
                 return Ok(ConversationEnd::Interrupted);
             }
         };
+        drop(_permit);
         if matches!(outcome.status, Status::Connect | Status::Stream | Status::Timeout) {
             if let Some(note) = match &server.process {
                 Some(p) => p.death_note(Duration::from_secs(2)).await,

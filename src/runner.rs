@@ -31,22 +31,14 @@ use crate::{report, UsageError};
 
 pub async fn run_command(args: RunArgs) -> Result<()> {
     validate(&args)?;
+    if args.load.is_multi_user() {
+        return crate::load::run_load(args).await;
+    }
     let template = crate::template::for_run(&args)?;
     let engine = Engine::from_args(&args)?;
     // Data errors surface before any server starts.
     let suite = load_suite(&args.selection.data, &args.selection.rag_data)?;
-    let clock = RunClock::start();
-    let api_key = args.api_key.clone().or_else(|| engine.api_key().map(str::to_string));
-    let client = Client::new(
-        ClientConfig {
-            api_key: api_key.clone(),
-            connect_timeout: Duration::from_secs_f64(args.connect_timeout),
-            first_token_timeout: Duration::from_secs_f64(args.first_token_timeout),
-            request_timeout: Duration::from_secs_f64(args.request_timeout),
-            ignore_eos: !args.no_ignore_eos,
-        },
-        clock,
-    )?;
+    let client = build_client(&args, &engine)?;
     let settings = ReplaySettings {
         think_time: Duration::from_secs_f64(args.think_time_ms / 1000.0),
         metrics_deltas: true,
@@ -229,8 +221,23 @@ async fn run_with_signals(
     Ok(())
 }
 
+/// The run's HTTP client, on a clock that starts now, carrying the API key of `--api-key` or of
+/// the server turnbench starts.
+pub(crate) fn build_client(args: &RunArgs, engine: &Engine) -> Result<Client> {
+    Client::new(
+        ClientConfig {
+            api_key: args.api_key.clone().or_else(|| engine.api_key().map(str::to_string)),
+            connect_timeout: Duration::from_secs_f64(args.connect_timeout),
+            first_token_timeout: Duration::from_secs_f64(args.first_token_timeout),
+            request_timeout: Duration::from_secs_f64(args.request_timeout),
+            ignore_eos: !args.no_ignore_eos,
+        },
+        RunClock::start(),
+    )
+}
+
 /// The model name requests carry: for vLLM the served name is the model argument itself.
-fn served_model(args: &RunArgs, engine: &Engine) -> Option<String> {
+pub(crate) fn served_model(args: &RunArgs, engine: &Engine) -> Option<String> {
     match engine {
         Engine::Vllm { model, .. } => Some(model.clone()),
         _ => args.model.clone(),
@@ -414,7 +421,7 @@ async fn reset_prefix_cache(client: &Client, server: &ServerInfo) -> Result<bool
 
 /// Warm-up requests: they pay one-time costs (connections, compilation) and are recorded with
 /// `warmup: true`, so statistics leave them out. Their prompt shares no prefix with the suite.
-async fn warm_up(client: &Client, server: &ServerInfo, recorder: &Recorder, test: u32, count: u32) -> Result<()> {
+pub(crate) async fn warm_up(client: &Client, server: &ServerInfo, recorder: &Recorder, test: u32, count: u32) -> Result<()> {
     for n in 0..count {
         let messages = [ChatMessage::new("user", format!("Warm-up request {n}: reply with a short greeting."))];
         let outcome = match &server.template {
@@ -449,7 +456,7 @@ async fn warm_up(client: &Client, server: &ServerInfo, recorder: &Recorder, test
 }
 
 /// First Ctrl-C: stop scheduling. Second: abandon the request in flight. SIGTERM: both.
-async fn watch_signals(stop: CancellationToken, abort: CancellationToken) {
+pub(crate) async fn watch_signals(stop: CancellationToken, abort: CancellationToken) {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let terminate = async {
         match term.as_mut() {
@@ -514,16 +521,16 @@ fn progress_bar(total: u64) -> ProgressBar {
     bar
 }
 
-fn first_line(s: &str) -> &str {
+pub(crate) fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("")
 }
 
-fn tempfile_dir() -> Result<tempfile::TempDir> {
+pub(crate) fn tempfile_dir() -> Result<tempfile::TempDir> {
     tempfile::Builder::new().prefix("turnbench-").tempdir().context("cannot create a temporary folder")
 }
 
 /// The command line as typed, with the value of `--api-key` replaced.
-fn redacted_command_line() -> Vec<String> {
+pub(crate) fn redacted_command_line() -> Vec<String> {
     let mut out = Vec::new();
     let mut redact_next = false;
     for arg in std::env::args() {
@@ -542,7 +549,7 @@ fn redacted_command_line() -> Vec<String> {
     out
 }
 
-fn settings_json(args: &RunArgs) -> serde_json::Value {
+pub(crate) fn settings_json(args: &RunArgs) -> serde_json::Value {
     let s = &args.selection;
     json!({
         "selection": {

@@ -15,7 +15,7 @@ use turnbench::workload::tokens::TokenCounter;
 use turnbench::workload::{Conversation, Suite, Turn};
 
 fn turn(user: &str, max_tokens: u32) -> Turn {
-    Turn { user: user.into(), max_tokens, attachments: vec![], rag: vec![] }
+    Turn { user: user.into(), max_tokens, attachments: vec![], rag: vec![], assistant: None }
 }
 
 fn conversation(id: &str, tags: &[&str], user_chars: usize) -> Conversation {

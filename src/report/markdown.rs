@@ -305,6 +305,9 @@ fn render(input: &ReportInput) -> Result<String> {
         writeln!(out)?;
         out.push_str(&crate::metrics::resources::markdown_section(resources));
     }
+    if let Some(load) = &s.load {
+        out.push_str(&crate::load::report::markdown(load));
+    }
 
     writeln!(out, "\n## Notes on definitions\n")?;
     out.push_str(NOTES);

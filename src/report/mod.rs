@@ -5,7 +5,7 @@
 mod compare;
 mod console;
 mod csv_out;
-mod fmt;
+pub(crate) mod fmt;
 mod json;
 mod markdown;
 pub mod plot;
@@ -82,6 +82,9 @@ pub fn write_reports(dir: &Path, records: &[TurnRecord], manifest: &Manifest) ->
     for exporter in all_exporters() {
         let bytes = exporter.export(&input).with_context(|| format!("cannot build {}", exporter.file_name()))?;
         write_atomic(&dir.join(exporter.file_name()), &bytes)?;
+    }
+    if let Some(load) = &summary.load {
+        crate::load::report::write_plots(dir, load)?;
     }
     Ok(summary)
 }

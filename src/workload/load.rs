@@ -128,6 +128,7 @@ pub fn parse_conversations(file: &str, text: &str, documents: &[Document]) -> an
                 max_tokens: turn.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
                 attachments,
                 rag,
+                assistant: None,
             });
         }
         out.push(Conversation { id: conv.id, title: conv.title, tags: conv.tags, system: conv.system, turns });

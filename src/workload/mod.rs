@@ -11,6 +11,14 @@ pub mod prompt;
 pub mod select;
 pub mod tokens;
 
+// Sources of multi-user workloads (`--workload`).
+pub mod docs;
+pub mod multiround;
+pub mod sharegpt;
+pub mod snapshot;
+pub mod sources;
+pub mod synthetic;
+
 use serde::{Deserialize, Serialize};
 
 /// Default `max_tokens` for a turn that does not set one.
@@ -49,6 +57,9 @@ pub struct Turn {
     pub attachments: Vec<Attachment>,
     /// RAG actions applied before this turn's prompt is built, in order.
     pub rag: Vec<RagAction>,
+    /// Snapshot datasets: the recorded assistant answer to this turn. When set it becomes the
+    /// history instead of the model's live answer, so later prompts are sent as recorded.
+    pub assistant: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -113,8 +113,10 @@ impl<'a> ConversationState<'a> {
 
     /// Records the model's answer to the current turn; it is part of every later prompt.
     pub fn finish_turn(&mut self, answer: String) {
+        let recorded =
+            self.history.len().checked_sub(1).and_then(|i| self.conversation.turns.get(i)).and_then(|t| t.assistant.clone());
         let current = self.history.last_mut().expect("finish_turn before begin_turn");
-        current.assistant = Some(answer);
+        current.assistant = Some(recorded.unwrap_or(answer));
     }
 
     fn messages(&self) -> Vec<ChatMessage> {
@@ -166,7 +168,7 @@ mod tests {
     }
 
     fn turn(user: &str, rag: Vec<RagAction>) -> Turn {
-        Turn { user: user.into(), max_tokens: 8, attachments: vec![], rag }
+        Turn { user: user.into(), max_tokens: 8, attachments: vec![], rag, assistant: None }
     }
 
     #[test]

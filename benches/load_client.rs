@@ -1,0 +1,146 @@
+//! Client capacity of the multi-user schedulers: `cargo bench --bench load_client`.
+//!
+//! Starts `turnbench sim --profile instant --port 0` as a child process (zero latency; its CPU is
+//! not the client's) and drives it through the real scheduler + replay engine + client with
+//! multi-turn conversations (3 turns, answers of 16 tokens): first as hard as the client can
+//! (closed loop), then open loop at 100, 500 and 1,000 requests/s targets (conversations arrive
+//! at target/3 per second; later turns follow at once). Prints sustained requests/s, streamed
+//! chunks/s, the client's CPU time per request (this process, from /proc/self/stat) and the
+//! schedule lag (`sent − scheduled` of open-loop first turns) p50/p99.
+//! Knobs (environment): LOAD_BENCH_SECS (5), LOAD_BENCH_CONCURRENCY (64).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use turnbench::analysis::{percentile_sorted, sorted_finite};
+use turnbench::client::{Client, ClientConfig, RunClock};
+use turnbench::record::{RecordSink, Recorder, TurnRecord};
+use turnbench::replay::{ReplaySettings, ServerInfo};
+use turnbench::schedule::{run_level, Arrivals, Level, LevelWindow, LoadContext, Mode};
+use turnbench::workload::multiround::{generate, MultiRound};
+
+const TURNS: usize = 3;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// utime + stime of this process, in seconds (Linux).
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return f64::NAN };
+    let Some(close) = stat.rfind(')') else { return f64::NAN };
+    let f: Vec<&str> = stat[close + 2..].split(' ').collect();
+    let ticks = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    let hz = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0);
+    ticks / hz
+}
+
+fn report(name: &str, records: &[TurnRecord], w: &LevelWindow, cpu_s: f64) {
+    let secs = (w.end_ms - w.start_ms) / 1000.0;
+    let ok = records.iter().filter(|r| r.status.is_ok()).count();
+    let chunks: u64 = records.iter().map(|r| r.output_chunks).sum();
+    let lag = sorted_finite(records.iter().filter(|r| r.turn == 1).map(|r| r.derived.queue_ms));
+    let p = |q| percentile_sorted(&lag, q).map_or("–".to_string(), |v| format!("{v:.2}"));
+    let offered = if w.scheduled_conversations > 0 {
+        format!("offered {:>5.0} req/s, ", (w.scheduled_conversations * TURNS) as f64 / ((w.stop_ms - w.start_ms) / 1000.0))
+    } else {
+        String::new()
+    };
+    println!(
+        "{name:<20} {offered}sustained {:>6.0} req/s {:>8.0} chunks/s  {:>6.3} ms CPU/request  lag p50 {} ms p99 {} ms  ({} ok, {} failed)",
+        ok as f64 / secs,
+        chunks as f64 / secs,
+        cpu_s * 1000.0 / records.len().max(1) as f64,
+        p(50.0),
+        p(99.0),
+        ok,
+        records.len() - ok,
+    );
+}
+
+fn main() {
+    let secs: f64 = env_or("LOAD_BENCH_SECS", 5.0);
+    let concurrency: usize = env_or("LOAD_BENCH_CONCURRENCY", 64);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_turnbench"))
+        .args(["sim", "--profile", "instant", "--port", "0", "--max-num-seqs", "100000", "--max-waiting", "100000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cannot start turnbench sim");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let base_url = line.trim().to_string();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let client = Client::new(
+            ClientConfig {
+                api_key: None,
+                connect_timeout: Duration::from_secs(5),
+                first_token_timeout: Duration::from_secs(30),
+                request_timeout: Duration::from_secs(60),
+                ignore_eos: true,
+            },
+            RunClock::start(),
+        )
+        .unwrap();
+        let mut server = ServerInfo::probe(&client, &base_url, None).await.unwrap();
+        server.has_tokenize = false;
+        let pool = generate(&MultiRound {
+            users: 256,
+            rounds: TURNS,
+            system_tokens: 128,
+            history_tokens: 64,
+            answer_tokens: 16,
+            seed: 1,
+        });
+        println!("turnbench load client benchmark: sim at zero latency, {TURNS}-turn conversations, 16-token answers, {secs} s per level");
+        let mut levels = vec![("max (closed loop)".to_string(), Mode::Closed { concurrency })];
+        for target in [100.0, 500.0, 1000.0] {
+            levels.push((
+                format!("target {target} req/s"),
+                Mode::Open { qps: target / TURNS as f64, arrivals: Arrivals::Poisson },
+            ));
+        }
+        for (i, (name, mode)) in levels.into_iter().enumerate() {
+            let tmp = tempfile::tempdir().unwrap();
+            let recorder = Recorder::new(RecordSink::create(&tmp.path().join("turns.jsonl")).unwrap());
+            let ctx = LoadContext {
+                client: client.clone(),
+                server: server.clone(),
+                settings: ReplaySettings {
+                    think_time: Duration::ZERO,
+                    metrics_deltas: false,
+                    stop: CancellationToken::new(),
+                    abort: CancellationToken::new(),
+                },
+                recorder: recorder.clone(),
+                test: 1,
+                pool: Arc::new(pool.clone()),
+            };
+            let level = Level {
+                label: name.clone(),
+                mode,
+                duration: Duration::from_secs_f64(secs),
+                think: (Duration::ZERO, Duration::ZERO),
+                max_active: None,
+                seed: 7 + i as u64,
+            };
+            let cpu0 = cpu_seconds();
+            let w = run_level(&ctx, &level).await.unwrap();
+            let cpu = cpu_seconds() - cpu0;
+            report(&name, &recorder.records(), &w, cpu);
+        }
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -1,0 +1,261 @@
+//! Human-readable output of multi-user runs: the live progress line, the console table, the
+//! Markdown section of `report.md`, and the plots against load (`plots/load_*.{png,svg}`).
+//! Everything but [`write_plots`] is a pure function returning text or bytes.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Result;
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+use comfy_table::Table;
+
+use super::analysis::{at, error_kind, LevelSummary, LoadSummary, Percentile};
+use crate::analysis::{percentile_sorted, sorted_finite};
+use crate::record::TurnRecord;
+use crate::report::fmt::{f1, md_table, opt, pct};
+use crate::report::plot::{ImageFormat, LineChart, Series};
+use crate::results::write_atomic;
+
+/// One line every `--log-interval`: what completed since the last line.
+pub fn progress_line(level: &str, fresh: &[TurnRecord], interval_s: f64) -> String {
+    let measured: Vec<&TurnRecord> = fresh.iter().filter(|r| !r.warmup).collect();
+    let ttft = sorted_finite(measured.iter().filter(|r| r.status.is_ok()).filter_map(|r| r.derived.ttft_ms));
+    let failed: Vec<&&TurnRecord> = measured.iter().filter(|r| !r.status.is_ok()).collect();
+    let mut kinds = std::collections::BTreeMap::<String, usize>::new();
+    for r in &failed {
+        *kinds.entry(error_kind(r)).or_default() += 1;
+    }
+    let errors = if kinds.is_empty() {
+        "0".to_string()
+    } else {
+        kinds.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
+    };
+    format!(
+        "[{level}] {:.1} req/s, TTFT p50 {} ms p99 {} ms, errors: {errors}",
+        if interval_s > 0.0 { measured.len() as f64 / interval_s } else { 0.0 },
+        f1(percentile_sorted(&ttft, 50.0)),
+        f1(percentile_sorted(&ttft, 99.0)),
+    )
+}
+
+fn target(l: &LevelSummary) -> String {
+    match (l.target_qps, l.concurrency) {
+        (Some(q), _) => format!("{q}/s"),
+        (None, Some(c)) => format!("conc {c}"),
+        _ => "–".into(),
+    }
+}
+
+fn errors_text(l: &LevelSummary) -> String {
+    if l.errors.is_empty() {
+        "–".into()
+    } else {
+        l.errors.iter().map(|e| format!("{} {}", e.kind, e.count)).collect::<Vec<_>>().join(", ")
+    }
+}
+
+fn ps_text(list: &[Percentile], ps: &[f64]) -> String {
+    ps.iter().map(|p| f1(at(list, *p))).collect::<Vec<_>>().join(" / ")
+}
+
+fn ps_header(ps: &[f64]) -> String {
+    ps.iter().map(|p| format!("p{p}")).collect::<Vec<_>>().join("/")
+}
+
+/// Per-level table for the terminal, then the recommendation.
+pub fn console_table(load: &LoadSummary) -> String {
+    let ph = ps_header(&load.percentiles);
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
+        "level".to_string(),
+        "target".into(),
+        "achieved/s".into(),
+        "success".into(),
+        format!("TTFT ms {ph}"),
+        format!("E2E ms {ph}"),
+        "errors".into(),
+    ]);
+    for l in &load.levels {
+        table.add_row(vec![
+            l.label.clone(),
+            target(l),
+            format!("{:.2}", l.achieved_qps),
+            pct(l.success_pct),
+            ps_text(&l.ttft_ms, &load.percentiles),
+            ps_text(&l.e2e_ms, &load.percentiles),
+            errors_text(l),
+        ]);
+    }
+    format!("{table}\n{}", load.recommendation)
+}
+
+/// The `## Load levels` section of `report.md`.
+pub fn markdown(load: &LoadSummary) -> String {
+    let ps = &load.percentiles;
+    let ph = ps_header(ps);
+    let mut out = String::new();
+    let _ = writeln!(out, "\n## Load levels\n");
+    let _ = writeln!(
+        out,
+        "Mode `{}`, workload `{}`. Rates are conversations per second unless they say requests; latency from schedule includes time waiting to be sent (no coordinated omission).\n",
+        load.mode, load.workload
+    );
+    let rows: Vec<Vec<String>> = load
+        .levels
+        .iter()
+        .map(|l| {
+            vec![
+                l.label.clone(),
+                target(l),
+                format!("{:.2}", l.offered_qps),
+                format!("{:.2}", l.achieved_qps),
+                format!("{:.2}", l.request_rate),
+                format!("{} / {}", l.ok, l.requests),
+                pct(l.success_pct),
+                l.max_in_flight.to_string(),
+                errors_text(l),
+            ]
+        })
+        .collect();
+    out.push_str(&md_table(
+        &["Level", "target", "offered/s", "achieved/s", "requests/s", "ok / n", "success", "max in flight", "errors"],
+        &rows,
+    ));
+    let _ = writeln!(out, "\n### Latency and throughput per level ({ph})\n");
+    let rows: Vec<Vec<String>> = load
+        .levels
+        .iter()
+        .map(|l| {
+            vec![
+                l.label.clone(),
+                ps_text(&l.ttft_ms, ps),
+                ps_text(&l.e2e_ms, ps),
+                ps_text(&l.latency_from_schedule_ms, ps),
+                ps_text(&l.queue_ms, ps),
+                ps_text(&l.output_tps, ps),
+                format!("{:.1}", l.output_tokens_per_s),
+            ]
+        })
+        .collect();
+    out.push_str(&md_table(
+        &["Level", "TTFT ms", "E2E ms", "latency from schedule ms", "schedule lag ms", "output tok/s per request", "output tok/s total"],
+        &rows,
+    ));
+    let _ = writeln!(out, "\n### Statistics per level\n");
+    let mut rows = Vec::new();
+    for l in &load.levels {
+        for s in &l.statistics {
+            let st = &s.stats;
+            rows.push(vec![
+                l.label.clone(),
+                s.name.clone(),
+                st.count.to_string(),
+                format!("{:.1}", st.mean),
+                format!("{:.1}", st.std),
+                format!("{:.1}", st.min),
+                format!("{:.1}", st.p25),
+                format!("{:.1}", st.p50),
+                format!("{:.1}", st.p75),
+                format!("{:.1}", st.p90),
+                format!("{:.1}", st.p99),
+                format!("{:.1}", st.max),
+            ]);
+        }
+    }
+    out.push_str(&md_table(
+        &["Level", "quantity", "count", "mean", "std", "min", "25%", "50%", "75%", "90%", "99%", "max"],
+        &rows,
+    ));
+    let _ = writeln!(out, "\n### Saturation\n");
+    match &load.saturation {
+        Some(s) => {
+            let _ = writeln!(out, "- Saturation point: **{}** ({}).", s.level, s.reasons.join("; "));
+        }
+        None => {
+            let _ = writeln!(out, "- No level reached saturation.");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "- Highest sustainable level: {} ({}).",
+        opt(load.highest_sustainable.as_ref()),
+        load.highest_sustainable_qps.map_or("–".into(), |q| format!("{q:.2} conversations/s"))
+    );
+    let _ = writeln!(out, "- Recommendation: {}", load.recommendation);
+    let _ = writeln!(
+        out,
+        "\nPlots: `plots/load_rate.*` (target, achieved and success), `plots/load_ttft.*`, `plots/load_e2e.*`, `plots/load_tokens.*` (PNG and SVG)."
+    );
+    out
+}
+
+/// X position of a level: its target rate, else its achieved rate.
+fn x(l: &LevelSummary) -> f64 {
+    l.target_qps.unwrap_or(l.achieved_qps)
+}
+
+fn percentile_series(load: &LoadSummary, name: &str, get: impl Fn(&LevelSummary) -> &[Percentile]) -> Vec<Series> {
+    load.percentiles
+        .iter()
+        .map(|p| Series {
+            label: format!("{name} p{p}"),
+            points: load.levels.iter().filter_map(|l| at(get(l), *p).map(|v| (x(l), v))).collect(),
+        })
+        .collect()
+}
+
+/// The charts against load, by file stem.
+pub fn charts(load: &LoadSummary) -> Vec<(&'static str, LineChart)> {
+    let x_label = "load (target conversations/s; achieved for closed-loop levels)".to_string();
+    let mut levels: Vec<&LevelSummary> = load.levels.iter().collect();
+    levels.sort_by(|a, b| x(a).total_cmp(&x(b)));
+    let sorted = LoadSummary { levels: levels.into_iter().cloned().collect(), ..load.clone() };
+    let rate = LineChart {
+        title: "Rate and success vs load".into(),
+        x_label: x_label.clone(),
+        y_label: "conversations/s, success %".into(),
+        series: vec![
+            Series { label: "target".into(), points: sorted.levels.iter().filter_map(|l| l.target_qps.map(|t| (x(l), t))).collect() },
+            Series { label: "achieved".into(), points: sorted.levels.iter().map(|l| (x(l), l.achieved_qps)).collect() },
+            Series { label: "success %".into(), points: sorted.levels.iter().filter_map(|l| l.success_pct.map(|s| (x(l), s))).collect() },
+        ],
+    };
+    let chart = |title: &str, y: &str, name: &str, get: fn(&LevelSummary) -> &[Percentile]| LineChart {
+        title: title.into(),
+        x_label: x_label.clone(),
+        y_label: y.into(),
+        series: percentile_series(&sorted, name, get),
+    };
+    vec![
+        ("load_rate", rate),
+        ("load_ttft", chart("TTFT vs load", "ms", "TTFT", |l| &l.ttft_ms)),
+        ("load_e2e", chart("E2E latency vs load", "ms", "E2E", |l| &l.e2e_ms)),
+        ("load_tokens", chart("Output tokens/s per request vs load", "tokens/s", "tok/s", |l| &l.output_tps)),
+    ]
+}
+
+/// Writes every chart of [`charts`] as `plots/<stem>.png` and `.svg`, atomically.
+pub fn write_plots(dir: &Path, load: &LoadSummary) -> Result<()> {
+    for (stem, chart) in charts(load) {
+        for format in [ImageFormat::Png, ImageFormat::Svg] {
+            let bytes = chart.render(format)?;
+            write_atomic(&dir.join("plots").join(format!("{stem}.{}", format.extension())), &bytes)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Status;
+
+    #[test]
+    fn progress_line_counts_rate_and_errors() {
+        let mut ok = TurnRecord::default();
+        ok.derived.ttft_ms = Some(10.0);
+        let failed = TurnRecord { status: Status::Http5xx, http_status: Some(503), ..Default::default() };
+        let line = progress_line("qps-5", &[ok.clone(), ok, failed], 2.0);
+        assert!(line.contains("1.5 req/s") && line.contains("http_503 1") && line.contains("p50 10.0"), "{line}");
+    }
+}
