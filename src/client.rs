@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::record::{RequestTiming, Status, Usage};
+use crate::record::{RequestTiming, Status, TurnRecord, Usage};
 use crate::workload::prompt::ChatMessage;
 
 /// The run's monotonic origin: every recorded instant is milliseconds since it.
@@ -72,6 +72,22 @@ pub struct ChatOutcome {
     pub text: String,
     /// Content-bearing chunks received.
     pub output_chunks: u64,
+}
+
+impl ChatOutcome {
+    /// `record` with this request's outcome (status, timing, usage) filled in.
+    pub fn into_record(self, record: TurnRecord) -> TurnRecord {
+        TurnRecord {
+            status: self.status,
+            http_status: self.http_status,
+            error: self.error,
+            derived: self.timing.derive(self.usage.completion_tokens),
+            timing: self.timing,
+            usage: self.usage,
+            output_chunks: self.output_chunks,
+            ..record
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -144,38 +160,39 @@ impl Client {
 
     /// Streams one chat completion. Never returns an error: failures are part of the outcome.
     pub async fn stream_chat(&self, request: &ChatRequest<'_>, scheduled_ms: f64) -> ChatOutcome {
-        let mut body = json!({
-            "model": request.model,
-            "messages": request.messages,
-            "max_tokens": request.max_tokens,
-            "stream": true,
-            "stream_options": {"include_usage": true},
-        });
-        if self.config.ignore_eos {
-            body["ignore_eos"] = json!(true);
-        }
-        let url = format!("{}/v1/chat/completions", request.base_url.trim_end_matches('/'));
-        self.stream(&url, &body, scheduled_ms).await
+        let input = ("messages", json!(request.messages));
+        self.stream(request.base_url, "/v1/chat/completions", request.model, input, request.max_tokens, scheduled_ms).await
     }
 
     /// Streams one text completion (`/v1/completions`) of an already rendered `prompt`, through
     /// the same streaming path as [`stream_chat`](Self::stream_chat).
     pub async fn stream_completion(&self, request: &CompletionRequest<'_>, scheduled_ms: f64) -> ChatOutcome {
+        let input = ("prompt", json!(request.prompt));
+        self.stream(request.base_url, "/v1/completions", request.model, input, request.max_tokens, scheduled_ms).await
+    }
+
+    /// One streamed request: `input` is the endpoint's prompt field (`messages` or `prompt`).
+    async fn stream(
+        &self,
+        base_url: &str,
+        path: &str,
+        model: &str,
+        input: (&str, serde_json::Value),
+        max_tokens: u32,
+        scheduled_ms: f64,
+    ) -> ChatOutcome {
         let mut body = json!({
-            "model": request.model,
-            "prompt": request.prompt,
-            "max_tokens": request.max_tokens,
+            "model": model,
+            "max_tokens": max_tokens,
             "stream": true,
             "stream_options": {"include_usage": true},
         });
+        body[input.0] = input.1;
         if self.config.ignore_eos {
             body["ignore_eos"] = json!(true);
         }
-        let url = format!("{}/v1/completions", request.base_url.trim_end_matches('/'));
-        self.stream(&url, &body, scheduled_ms).await
-    }
-
-    async fn stream(&self, url: &str, body: &serde_json::Value, scheduled_ms: f64) -> ChatOutcome {
+        let url = format!("{}{path}", base_url.trim_end_matches('/'));
+        let (url, body) = (url.as_str(), &body);
         let sent = Instant::now();
         let mut outcome = ChatOutcome::default();
         outcome.timing.scheduled_ms = scheduled_ms.min(self.clock.ms(sent));

@@ -215,18 +215,7 @@ pub async fn replay_conversation_paced(
                 _ = settings.stop.cancelled() => return Ok(ConversationEnd::Interrupted),
             },
         };
-        let send = async {
-            match &rendered {
-                Some(text) => {
-                    let request = CompletionRequest { base_url: &server.base_url, model: &server.model, prompt: text, max_tokens: prompt.max_tokens };
-                    client.stream_completion(&request, scheduled_ms).await
-                }
-                None => {
-                    let request = ChatRequest { base_url: &server.base_url, model: &server.model, messages: &prompt.messages, max_tokens: prompt.max_tokens };
-                    client.stream_chat(&request, scheduled_ms).await
-                }
-            }
-        };
+        let send = send_prompt(client, server, &prompt.messages, rendered.as_deref(), prompt.max_tokens, scheduled_ms);
         let mut outcome = tokio::select! {
             outcome = send => outcome,
             _ = settings.abort.cancelled() => {
@@ -289,27 +278,37 @@ fn build_record(
 ) -> TurnRecord {
     cache.server_hits = server_delta.map(|d| d.0);
     cache.server_queries = server_delta.map(|d| d.1);
-    TurnRecord {
+    outcome.into_record(TurnRecord {
         test: labels.test,
         conversation_id: conversation.id.clone(),
         tags: conversation.tags.clone(),
         turn: index as u32 + 1,
-        warmup: false,
         level: labels.level.clone(),
         session: labels.session,
         rag_phase: prompt.rag_phase,
         rag_actions: prompt.rag_actions.clone(),
         max_tokens: prompt.max_tokens,
-        status: outcome.status,
-        http_status: outcome.http_status,
-        error: outcome.error,
-        derived: outcome.timing.derive(outcome.usage.completion_tokens),
-        timing: outcome.timing,
-        usage: outcome.usage,
-        output_chunks: outcome.output_chunks,
         cache,
-        resources: None,
-        prompt: None,
+        ..Default::default()
+    })
+}
+
+/// Sends one prompt: `rendered` (completion mode) to `/v1/completions`, else the messages to
+/// `/v1/chat/completions`, where the server applies its template.
+pub async fn send_prompt(
+    client: &Client,
+    server: &ServerInfo,
+    messages: &[ChatMessage],
+    rendered: Option<&str>,
+    max_tokens: u32,
+    scheduled_ms: f64,
+) -> ChatOutcome {
+    let (base_url, model) = (server.base_url.as_str(), server.model.as_str());
+    match rendered {
+        Some(prompt) => {
+            client.stream_completion(&CompletionRequest { base_url, model, prompt, max_tokens }, scheduled_ms).await
+        }
+        None => client.stream_chat(&ChatRequest { base_url, model, messages, max_tokens }, scheduled_ms).await,
     }
 }
 

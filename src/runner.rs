@@ -20,7 +20,7 @@ use crate::metrics::sampler::Samplers;
 use crate::metrics::server::scrape;
 use crate::error::Interrupted;
 use crate::record::{RecordSink, Recorder, Status, TurnRecord};
-use crate::replay::{replay_conversation, ConversationEnd, ReplayLabels, ReplaySettings, ServerInfo};
+use crate::replay::{replay_conversation, send_prompt, ConversationEnd, ReplayLabels, ReplaySettings, ServerInfo};
 use crate::results::{self, Manifest, TestRun};
 use crate::workload::prompt::ChatMessage;
 use crate::workload::select::{render_listing, select};
@@ -424,32 +424,16 @@ async fn reset_prefix_cache(client: &Client, server: &ServerInfo) -> Result<bool
 pub(crate) async fn warm_up(client: &Client, server: &ServerInfo, recorder: &Recorder, test: u32, count: u32) -> Result<()> {
     for n in 0..count {
         let messages = [ChatMessage::new("user", format!("Warm-up request {n}: reply with a short greeting."))];
-        let outcome = match &server.template {
-            Some(t) => {
-                let prompt = t.render(&messages, true)?;
-                let request = crate::client::CompletionRequest { base_url: &server.base_url, model: &server.model, prompt: &prompt, max_tokens: 8 };
-                client.stream_completion(&request, client.clock().now_ms()).await
-            }
-            None => {
-                let request = ChatRequest { base_url: &server.base_url, model: &server.model, messages: &messages, max_tokens: 8 };
-                client.stream_chat(&request, client.clock().now_ms()).await
-            }
-        };
-        let record = TurnRecord {
+        let rendered = server.template.as_ref().map(|t| t.render(&messages, true)).transpose()?;
+        let outcome = send_prompt(client, server, &messages, rendered.as_deref(), 8, client.clock().now_ms()).await;
+        let record = outcome.into_record(TurnRecord {
             test,
             conversation_id: "warmup".into(),
             turn: n + 1,
             warmup: true,
             max_tokens: 8,
-            status: outcome.status,
-            http_status: outcome.http_status,
-            error: outcome.error,
-            derived: outcome.timing.derive(outcome.usage.completion_tokens),
-            timing: outcome.timing,
-            usage: outcome.usage,
-            output_chunks: outcome.output_chunks,
             ..Default::default()
-        };
+        });
         recorder.record(record)?;
     }
     Ok(())

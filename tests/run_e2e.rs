@@ -1,83 +1,17 @@
 //! End to end through the real binary: `turnbench run --engine sim` starts the simulator as a
 //! child process, replays a suite written into a temp dir, and writes a results folder.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{assert_success, json_file, measured, Suite as Fixture, BIN};
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_turnbench");
-
-struct Fixture {
-    dir: tempfile::TempDir,
-}
-
-impl Fixture {
-    fn new(conversations: Value, documents: Value) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let suite = json!({"version": 1, "conversations": conversations});
-        std::fs::write(dir.path().join("conversations.json"), serde_json::to_string_pretty(&suite).unwrap()).unwrap();
-        let rag = json!({"version": 1, "documents": documents});
-        std::fs::write(dir.path().join("rag.json"), serde_json::to_string_pretty(&rag).unwrap()).unwrap();
-        Self { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn command(&self, extra: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("run")
-            .arg("--data")
-            .arg(self.path("conversations.json"))
-            .arg("--rag-data")
-            .arg(self.path("rag.json"))
-            .arg("--results-dir")
-            .arg(self.path("results"))
-            .args(extra)
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    fn run(&self, extra: &[&str]) -> Output {
-        self.command(extra).output().unwrap()
-    }
-
-    /// The one results folder a run created.
-    fn results(&self) -> PathBuf {
-        let entries: Vec<PathBuf> =
-            std::fs::read_dir(self.path("results")).unwrap().map(|e| e.unwrap().path()).collect();
-        assert_eq!(entries.len(), 1, "expected one results folder, found {entries:?}");
-        entries.into_iter().next().unwrap()
-    }
-}
-
-fn records(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("turns.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn measured(dir: &Path) -> Vec<Value> {
-    records(dir).into_iter().filter(|r| r["warmup"] == false).collect()
-}
-
 fn summary(dir: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
-}
-
-fn assert_success(out: &Output) {
-    assert!(
-        out.status.success(),
-        "turnbench failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    json_file(dir.join("summary.json"))
 }
 
 fn assert_complete_results(dir: &Path) {
@@ -184,26 +118,13 @@ fn rag_removal_turn_shows_the_drop_and_is_flagged_divergent() {
 #[test]
 fn sigint_leaves_a_valid_partial_report() {
     let fx = Fixture::new(json!([paste_then_ask("long-one", 40)]), json!([]));
-    let child = fx
+    let mut child = fx
         .command(&["--warmup=0", "--engine-arg=--inter-token-ms=20"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let n = std::fs::read_dir(fx.path("results"))
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(|e| std::fs::read_to_string(e.unwrap().path().join("turns.jsonl")).ok())
-            .map(|t| t.lines().count())
-            .unwrap_or(0);
-        if n >= 2 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no turns recorded in time");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    fx.wait_for_records(&mut child, 2, Duration::from_secs(60));
     let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
@@ -231,26 +152,13 @@ fn a_server_that_dies_mid_run_leaves_failed_turns_and_a_report() {
     std::io::BufRead::read_line(&mut std::io::BufReader::new(sim.stdout.take().unwrap()), &mut line).unwrap();
     let url = line.trim().to_string();
     let fx = Fixture::new(json!([paste_then_ask("a", 30), paste_then_ask("b", 3)]), json!([]));
-    let child = fx
+    let mut child = fx
         .command(&["--endpoint", &url, "--warmup=0", "--connect-timeout=2"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let n = std::fs::read_dir(fx.path("results"))
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(|e| std::fs::read_to_string(e.unwrap().path().join("turns.jsonl")).ok())
-            .map(|t| t.lines().count())
-            .unwrap_or(0);
-        if n >= 2 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no turns recorded in time");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    fx.wait_for_records(&mut child, 2, Duration::from_secs(60));
     sim.kill().unwrap();
     sim.wait().unwrap();
     let out = child.wait_with_output().unwrap();

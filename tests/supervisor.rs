@@ -2,57 +2,46 @@
 //! a server that exits at once, one that never becomes ready, a port lost to a race, Ctrl-C
 //! during start-up, turnbench killed with SIGKILL, and groups left by a killed turnbench.
 
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{Suite, BIN};
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_turnbench");
-
+/// A one-conversation suite, plus a private registry of server groups for the run.
 struct Fixture {
-    dir: tempfile::TempDir,
+    suite: Suite,
 }
 
 impl Fixture {
     fn new(turns: usize, max_tokens: u32) -> Self {
-        let dir = tempfile::tempdir().unwrap();
         let turns: Vec<Value> =
             (0..turns).map(|n| json!({"user": format!("Question {n} about the service?"), "max_tokens": max_tokens})).collect();
-        let suite = json!({"version": 1, "conversations": [{"id": "c1", "title": "t", "tags": ["qa"], "turns": turns}]});
-        std::fs::write(dir.path().join("conversations.json"), suite.to_string()).unwrap();
-        std::fs::write(dir.path().join("rag.json"), json!({"version": 1, "documents": []}).to_string()).unwrap();
-        std::fs::create_dir(dir.path().join("state")).unwrap();
-        Self { dir }
+        let suite = Suite::new(json!([{"id": "c1", "title": "t", "tags": ["qa"], "turns": turns}]), json!([]));
+        std::fs::create_dir(suite.path("state")).unwrap();
+        Self { suite }
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.suite.path(name)
     }
 
     /// An executable script in the fixture folder.
     fn script(&self, name: &str, body: &str) -> PathBuf {
         let path = self.path(name);
         std::fs::write(&path, format!("#!/usr/bin/env bash\n{body}\n")).unwrap();
-
-        Command::new("chmod").arg("+x").arg(&path).status().unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
         path
     }
 
     fn command(&self, extra: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("run")
-            .arg("--data")
-            .arg(self.path("conversations.json"))
-            .arg("--rag-data")
-            .arg(self.path("rag.json"))
-            .arg("--results-dir")
-            .arg(self.path("results"))
-            .args(extra)
-            .env("TURNBENCH_STATE_DIR", self.path("state"))
-            .env("TURNBENCH_BIN", BIN)
-            .stdin(Stdio::null());
+        let mut cmd = self.suite.command(extra);
+        cmd.env("TURNBENCH_STATE_DIR", self.path("state")).env("TURNBENCH_BIN", BIN);
         cmd
     }
 
@@ -156,7 +145,7 @@ fn a_managed_vllm_command_is_served_and_logged() {
     let fake = fx.script("vllm", FAKE_VLLM_SIM);
     let out = fx.run(&["--engine", "vllm", "--vllm-cmd", fake.to_str().unwrap(), "--model", "m", "--warmup=0"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let dir = std::fs::read_dir(fx.path("results")).unwrap().next().unwrap().unwrap().path();
+    let dir = fx.suite.results();
     let manifest: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
     let cmd: Vec<&str> = manifest["engine_command"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     assert!(cmd.windows(2).any(|w| w == ["--api-key", "<redacted>"]), "{cmd:?}");
@@ -261,7 +250,7 @@ fn a_catalog_name_serves_the_downloaded_snapshot() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    let dir = std::fs::read_dir(fx.path("results")).unwrap().next().unwrap().unwrap().path();
+    let dir = fx.suite.results();
     let manifest: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["engine_command"][2], snapshot.display().to_string());
     assert_eq!(manifest["model"], snapshot.display().to_string(), "the server serves the snapshot folder");

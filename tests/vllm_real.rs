@@ -5,14 +5,15 @@
 //!
 //! The tests share one machine's two cores and vLLM pins a core: they run one at a time.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use common::{json_file, measured, show, Suite};
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_turnbench");
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 struct Vllm {
@@ -33,67 +34,13 @@ fn vllm() -> Option<Vllm> {
     }
 }
 
-struct Fixture {
-    dir: tempfile::TempDir,
-}
-
-impl Fixture {
-    fn new(conversations: Value, documents: Value) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let suite = json!({"version": 1, "conversations": conversations});
-        std::fs::write(dir.path().join("conversations.json"), suite.to_string()).unwrap();
-        std::fs::write(dir.path().join("rag.json"), json!({"version": 1, "documents": documents}).to_string()).unwrap();
-        Self { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn command(&self, v: &Vllm, extra: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["run", "--engine", "vllm", "--vllm-cmd", &v.cmd, "--model", &v.model])
-            .args(["--engine-arg=--block-size=32", "--context-size", "8192", "--warmup=1"])
-            .arg("--data")
-            .arg(self.path("conversations.json"))
-            .arg("--rag-data")
-            .arg(self.path("rag.json"))
-            .arg("--results-dir")
-            .arg(self.path("results"))
-            .args(extra)
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    fn results(&self) -> PathBuf {
-        std::fs::read_dir(self.path("results")).unwrap().next().unwrap().unwrap().path()
-    }
-
-    fn records_so_far(&self) -> usize {
-        std::fs::read_dir(self.path("results"))
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(|e| std::fs::read_to_string(e.unwrap().path().join("turns.jsonl")).ok())
-            .map(|t| t.lines().filter(|l| l.contains("\"warmup\":false")).count())
-            .unwrap_or(0)
-    }
-}
-
-fn measured(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("turns.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|r| r["warmup"] == false)
-        .collect()
-}
-
-fn json_file(path: PathBuf) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn show(out: &Output) -> String {
-    format!("status {}\nstdout:\n{}\nstderr:\n{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+/// `turnbench run --engine vllm` with the tiny model: 32-token blocks (a multiple of 32, as the
+/// CPU backend needs) so small prompts fill blocks, within the model's 8K positions.
+fn vllm_run(fx: &Suite, v: &Vllm, extra: &[&str]) -> Command {
+    let mut args = vec!["--engine", "vllm", "--vllm-cmd", &v.cmd, "--model", &v.model];
+    args.extend(["--engine-arg=--block-size=32", "--context-size", "8192", "--warmup=1"]);
+    args.extend(extra);
+    fx.command(&args)
 }
 
 /// PIDs of vLLM processes on this machine: the API server (our launcher's script) and the
@@ -124,14 +71,6 @@ fn wait_no_vllm(within: Duration) -> Vec<(u32, String)> {
     }
 }
 
-fn wait_for_records(fx: &Fixture, child: &mut std::process::Child, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while fx.records_so_far() < n {
-        assert!(child.try_wait().unwrap().is_none(), "turnbench ended before {n} turns were recorded");
-        assert!(Instant::now() < deadline, "no turns recorded in time");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// A conversation that pastes a log, then asks `turns - 1` short questions. 100 turns peak
 /// at about 4K tokens, within the tiny model's 8K positions.
@@ -158,9 +97,9 @@ fn multi_turn_and_rag_against_real_vllm_reuse_what_the_cache_holds() {
         {"user": "Forget the runbook: how long should an on-call shift be?", "max_tokens": 16, "rag": [{"remove": ["runbook"]}]},
         {"user": "And the handover?", "max_tokens": 16}
     ]});
-    let fx = Fixture::new(json!([paste_then_ask("paste", 4), rag]), documents);
+    let fx = Suite::new(json!([paste_then_ask("paste", 4), rag]), documents);
     // One server for both conversations: also proves /reset_prefix_cache and its verification.
-    let out = fx.command(&v, &["--isolation", "run"]).output().unwrap();
+    let out = vllm_run(&fx, &v, &["--isolation", "run"]).output().unwrap();
     assert!(out.status.success(), "{}", show(&out));
     let dir = fx.results();
     let manifest = json_file(dir.join("manifest.json"));
@@ -191,9 +130,9 @@ fn multi_turn_and_rag_against_real_vllm_reuse_what_the_cache_holds() {
 fn sigkill_of_turnbench_leaves_no_vllm_process() {
     let Some(v) = vllm() else { return };
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let fx = Fixture::new(json!([paste_then_ask("long", 100)]), json!([]));
-    let mut child = fx.command(&v, &[]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    wait_for_records(&fx, &mut child, 1);
+    let fx = Suite::new(json!([paste_then_ask("long", 100)]), json!([]));
+    let mut child = vllm_run(&fx, &v, &[]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    fx.wait_for_records(&mut child, 1, Duration::from_secs(300));
     assert!(!vllm_processes().is_empty(), "vLLM runs while turnbench replays");
     child.kill().unwrap();
     child.wait().unwrap();
@@ -205,9 +144,9 @@ fn sigkill_of_turnbench_leaves_no_vllm_process() {
 fn sigkill_of_the_vllm_server_fails_the_turn_and_the_next_test_gets_a_fresh_server() {
     let Some(v) = vllm() else { return };
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let fx = Fixture::new(json!([paste_then_ask("victim", 100), paste_then_ask("next", 3)]), json!([]));
-    let mut child = fx.command(&v, &[]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    wait_for_records(&fx, &mut child, 2);
+    let fx = Suite::new(json!([paste_then_ask("victim", 100), paste_then_ask("next", 3)]), json!([]));
+    let mut child = vllm_run(&fx, &v, &[]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    fx.wait_for_records(&mut child, 2, Duration::from_secs(300));
     let api_server = vllm_processes()
         .into_iter()
         .find(|(_, cmd)| cmd.contains("vllm_cpu_main.py"))
@@ -238,9 +177,9 @@ fn sigkill_of_the_vllm_server_fails_the_turn_and_the_next_test_gets_a_fresh_serv
 fn a_bad_engine_argument_fails_fast_quoting_vllm() {
     let Some(v) = vllm() else { return };
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let fx = Fixture::new(json!([paste_then_ask("x", 2)]), json!([]));
+    let fx = Suite::new(json!([paste_then_ask("x", 2)]), json!([]));
     let started = Instant::now();
-    let out = fx.command(&v, &["--engine-arg=--max-num-seqs=banana"]).output().unwrap();
+    let out = vllm_run(&fx, &v, &["--engine-arg=--max-num-seqs=banana"]).output().unwrap();
     let took = started.elapsed();
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -256,9 +195,9 @@ fn completion_mode_renders_the_prompt_vllm_counts() {
     let turns: Vec<Value> =
         (1..=3).map(|n| json!({"user": format!("Turn {n}: explain prefix caching in one line."), "max_tokens": 8})).collect();
     let conversation = json!({"id": "completion", "title": "t", "tags": ["qa"], "system": "Be brief.", "turns": turns});
-    let fx = Fixture::new(json!([conversation]), json!([]));
+    let fx = Suite::new(json!([conversation]), json!([]));
     // The model folder's own chat template, rendered by turnbench, sent to /v1/completions.
-    let out = fx.command(&v, &["--prompt-mode", "completion", "--chat-template", &v.model]).output().unwrap();
+    let out = vllm_run(&fx, &v, &["--prompt-mode", "completion", "--chat-template", &v.model]).output().unwrap();
     assert!(out.status.success(), "{}", show(&out));
     let turns = measured(&fx.results());
     assert_eq!(turns.len(), 3);
