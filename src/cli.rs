@@ -81,12 +81,6 @@ pub struct RunArgs {
     #[arg(long = "engine-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub engine_args: Vec<String>,
 
-    #[command(flatten)]
-    pub selection: SelectionArgs,
-
-    #[command(flatten)]
-    pub load: LoadArgs,
-
     /// Warm-up requests sent before the suite: recorded, excluded from statistics.
     #[arg(long, default_value_t = 1)]
     pub warmup: u32,
@@ -133,6 +127,13 @@ pub struct RunArgs {
     /// of the local model --model resolves to.
     #[arg(long, value_name = "NAME|PATH")]
     pub chat_template: Option<String>,
+
+    // Grouped flags last: a group's help heading carries over to the flags after it.
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+
+    #[command(flatten)]
+    pub load: LoadArgs,
 }
 
 /// Who turns messages into the prompt string.
@@ -213,6 +214,7 @@ pub struct TemplateRenderArgs {
 
 /// Which conversations of the suite to replay.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Conversation selection")]
 pub struct SelectionArgs {
     /// Conversation suite file.
     #[arg(long, default_value = "data/conversations.json", value_name = "FILE")]
