@@ -3,32 +3,27 @@
 //! turns.csv, summary.json and report.md; GPU hygiene refusing and allowing; and a run on this
 //! machine's real NVML path (no GPU here) completing with its one-line notice.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod common;
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{assert_success, Suite, BIN};
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_turnbench");
-
 struct Fixture {
-    dir: tempfile::TempDir,
+    suite: Suite,
 }
 
 impl Fixture {
     fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
         let turns: Vec<Value> =
             (1..=3).map(|n| json!({"user": format!("Question {n}: explain the sampler."), "max_tokens": 16})).collect();
-        let suite = json!({"version": 1, "conversations": [
-            {"id": "watched", "title": "watched", "tags": ["qa"], "turns": turns}
-        ]});
-        std::fs::write(dir.path().join("conversations.json"), suite.to_string()).unwrap();
-        std::fs::write(dir.path().join("rag.json"), json!({"version": 1, "documents": []}).to_string()).unwrap();
-        Self { dir }
+        Self { suite: Suite::new(json!([{"id": "watched", "title": "watched", "tags": ["qa"], "turns": turns}]), json!([])) }
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.suite.path(name)
     }
 
     fn script(&self, processes: Value) -> PathBuf {
@@ -45,18 +40,13 @@ impl Fixture {
     }
 
     fn run(&self, gpu_script: Option<&Path>, extra: &[&str]) -> Output {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("run")
-            .arg("--data")
-            .arg(self.path("conversations.json"))
-            .arg("--rag-data")
-            .arg(self.path("rag.json"))
-            .arg("--results-dir")
-            .arg(self.path("results"))
-            .args(["--warmup=0", "--sample-interval=20", "--engine-arg=--inter-token-ms=4", "--engine-arg=--overhead-ms=20"])
-            .args(extra)
-            .env_remove("TURNBENCH_GPU_SCRIPT")
-            .stdin(Stdio::null());
+        let mut cmd = self.suite.command(&[
+            "--warmup=0",
+            "--sample-interval=20",
+            "--engine-arg=--inter-token-ms=4",
+            "--engine-arg=--overhead-ms=20",
+        ]);
+        cmd.args(extra).env_remove("TURNBENCH_GPU_SCRIPT");
         if let Some(s) = gpu_script {
             cmd.env("TURNBENCH_GPU_SCRIPT", s);
         }
@@ -64,20 +54,8 @@ impl Fixture {
     }
 
     fn results(&self) -> PathBuf {
-        let entries: Vec<PathBuf> = std::fs::read_dir(self.path("results")).unwrap().map(|e| e.unwrap().path()).collect();
-        assert_eq!(entries.len(), 1, "expected one results folder, found {entries:?}");
-        entries.into_iter().next().unwrap()
+        self.suite.results()
     }
-}
-
-fn assert_success(out: &Output) {
-    assert!(
-        out.status.success(),
-        "turnbench failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn read_json(path: &Path) -> Value {
