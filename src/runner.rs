@@ -157,6 +157,7 @@ async fn run_with_signals(
         bar.set_message(conversation.id.clone());
         let test = index as u32 + 1;
         let mut test_run = TestRun { test, conversation_id: conversation.id.clone(), ..Default::default() };
+        let first_record = recorder.len();
         let outcome = async {
             let server = until_stopped(&settings.stop, servers.for_test(test, conversation, &mut test_run))
                 .await?
@@ -165,13 +166,13 @@ async fn run_with_signals(
             replay_conversation(client, &server, settings, &recorder, &labels, conversation).await
         }
         .await;
-        let records = recorder.records();
-        let done = records.iter().filter(|r| r.test == test && !r.warmup).count() as u64;
+        let records = recorder.records_since(first_record);
+        let done = records.iter().filter(|r| !r.warmup).count() as u64;
         bar.inc(done);
         match &outcome {
             Ok(ConversationEnd::Completed) => bar.println(format!("  ok      {} ({} turns)", conversation.id, done)),
             Ok(ConversationEnd::Failed) => {
-                let last = records.iter().rev().find(|r| r.test == test);
+                let last = records.last();
                 let why = last.and_then(|r| r.error.clone()).unwrap_or_default();
                 bar.println(format!("  FAILED  {} at turn {}: {}", conversation.id, done, first_line(&why)));
             }
