@@ -110,25 +110,8 @@ async fn run_with_signals(
     }
 
     let dir = results::create_run_dir(&args.results_dir, args.label.as_deref())?;
-    let mut manifest = Manifest {
-        tool_version: env!("CARGO_PKG_VERSION").to_string(),
-        command_line: redacted_command_line(),
-        started_at: jiff::Timestamp::now().to_string(),
-        label: args.label.clone(),
-        engine: engine.name().to_string(),
-        simulated: probe.simulated,
-        endpoint: args.endpoint.clone(),
-        model: Some(probe.model.clone()),
-        engine_command: engine.command(args.seed),
-        block_size: probe.block_size,
-        prefix_caching: probe.prefix_caching,
-        token_counts_estimated: counter.is_estimate(),
-        datasets: suite.sources.clone(),
-        seed: args.seed,
-        settings: settings_json(args),
-        interrupted: false,
-        tests: Vec::new(),
-    };
+    let mut manifest = new_manifest(args, engine, &probe, suite.sources.clone(), settings_json(args));
+    manifest.token_counts_estimated = counter.is_estimate();
     results::write_manifest(&dir, &manifest)?;
     monitor.attach(&dir)?;
     monitor.write_system_json(&dir, engine_version)?;
@@ -235,6 +218,35 @@ pub(crate) fn build_client(args: &RunArgs, engine: &Engine) -> Result<Client> {
         },
         RunClock::start(),
     )
+}
+
+/// The manifest of a run starting now against `server` (single-user and multi-user runs).
+pub(crate) fn new_manifest(
+    args: &RunArgs,
+    engine: &Engine,
+    server: &ServerInfo,
+    datasets: Vec<crate::workload::SourceFile>,
+    settings: serde_json::Value,
+) -> Manifest {
+    Manifest {
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        command_line: redacted_command_line(),
+        started_at: jiff::Timestamp::now().to_string(),
+        label: args.label.clone(),
+        engine: engine.name().to_string(),
+        simulated: server.simulated,
+        endpoint: args.endpoint.clone(),
+        model: Some(server.model.clone()),
+        engine_command: engine.command(args.seed),
+        block_size: server.block_size,
+        prefix_caching: server.prefix_caching,
+        token_counts_estimated: true,
+        datasets,
+        seed: args.seed,
+        settings,
+        interrupted: false,
+        tests: Vec::new(),
+    }
 }
 
 /// The model name requests carry: for vLLM the served name is the model argument itself.

@@ -142,25 +142,7 @@ async fn run_with_server(
         "sweep_max_concurrency": l.sweep_max_concurrency, "conversations": conversations.len(),
     });
     settings_json[SETTINGS_KEY] = serde_json::to_value(&load_settings)?;
-    let mut manifest = Manifest {
-        tool_version: env!("CARGO_PKG_VERSION").to_string(),
-        command_line: runner::redacted_command_line(),
-        started_at: jiff::Timestamp::now().to_string(),
-        label: args.label.clone(),
-        engine: engine.name().to_string(),
-        simulated: server.simulated,
-        endpoint: args.endpoint.clone(),
-        model: Some(server.model.clone()),
-        engine_command: engine.command(args.seed),
-        block_size: server.block_size,
-        prefix_caching: server.prefix_caching,
-        token_counts_estimated: true,
-        datasets,
-        seed: args.seed,
-        settings: settings_json,
-        interrupted: false,
-        tests: Vec::new(),
-    };
+    let mut manifest = runner::new_manifest(args, engine, &server, datasets, settings_json);
     results::write_manifest(dir, &manifest)?;
     let recorder = Recorder::new(RecordSink::create(&dir.join(results::TURNS_FILE))?);
     let settings = ReplaySettings {
