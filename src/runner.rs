@@ -125,7 +125,6 @@ async fn run_with_signals(
         current: None,
         spare: Some(Spare { server: first, info: probe, log_in_scratch: true, baseline, test: 1 }),
         template,
-        served_tests: 0,
         monitor: &monitor,
         samplers: None,
     };
@@ -288,7 +287,6 @@ struct Servers<'a> {
     spare: Option<Spare>,
     /// `--prompt-mode completion`: the template every server's turns are rendered with.
     template: Option<Arc<ChatTemplate>>,
-    served_tests: u32,
     monitor: &'a Monitor,
     /// Sampling the current test.
     samplers: Option<Samplers>,
@@ -333,7 +331,6 @@ impl Servers<'_> {
             run.server_log = Some(format!("engine/{file}"));
         }
         warm_up(self.client, &spare.info, self.recorder, test, self.args.warmup).await?;
-        self.served_tests += 1;
         let info = spare.info.clone();
         self.current = Some(spare);
         Ok(info)

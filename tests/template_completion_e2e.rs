@@ -2,57 +2,41 @@
 //! turn's prompt is rendered locally with the chat template, sent to /v1/completions, and the
 //! recorded prompt's token count equals the server's `usage.prompt_tokens`.
 //!
-//! The same check against real vLLM belongs with the CI job that installs it: run the same
-//! command with `--engine vllm --model <tiny model> --chat-template <its folder or a built-in>`
-//! and compare `prompt.tokens` with `usage.prompt_tokens` in turns.jsonl.
+//! The same check against real vLLM is in `tests/vllm_real.rs`.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
+mod common;
 
+use std::process::Command;
+
+use common::{records, Suite, BIN};
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_turnbench");
-
-fn write_suite(dir: &Path) {
+fn suite() -> Suite {
     let turns: Vec<Value> = (1..=3)
         .map(|n| json!({"user": format!("Question {n}: how does the prefix cache behave on turn {n}?"), "max_tokens": 12}))
         .collect();
-    let suite = json!({"version": 1, "conversations": [
-        {"id": "chat-a", "title": "a", "tags": ["qa"], "system": "You answer briefly.", "turns": turns},
-        {"id": "chat-b", "title": "b", "tags": ["qa"], "turns": [{"user": "Hello there", "max_tokens": 8}, {"user": "And again", "max_tokens": 8}]}
-    ]});
-    std::fs::write(dir.join("conversations.json"), suite.to_string()).unwrap();
-    std::fs::write(dir.join("rag.json"), json!({"version": 1, "documents": []}).to_string()).unwrap();
+    Suite::new(
+        json!([
+            {"id": "chat-a", "title": "a", "tags": ["qa"], "system": "You answer briefly.", "turns": turns},
+            {"id": "chat-b", "title": "b", "tags": ["qa"], "turns": [{"user": "Hello there", "max_tokens": 8}, {"user": "And again", "max_tokens": 8}]}
+        ]),
+        json!([]),
+    )
 }
 
-fn run(dir: &Path, extra: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .arg("run")
-        .arg("--data")
-        .arg(dir.join("conversations.json"))
-        .arg("--rag-data")
-        .arg(dir.join("rag.json"))
-        .arg("--results-dir")
-        .arg(dir.join("results"))
-        .args(["--engine", "sim", "--engine-arg=--profile=instant", "--warmup=1"])
-        .args(extra)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn records(results: &Path) -> Vec<Value> {
-    let run = std::fs::read_dir(results).unwrap().next().unwrap().unwrap().path();
-    std::fs::read_to_string(run.join("turns.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+/// `turnbench run` on the managed simulator (zero latency).
+fn run(suite: &Suite, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["--engine", "sim", "--engine-arg=--profile=instant", "--warmup=1"];
+    args.extend(extra);
+    suite.run(&args)
 }
 
 #[test]
 fn completion_mode_records_the_rendered_prompt_and_its_tokens_match_usage() {
-    let dir = tempfile::tempdir().unwrap();
-    write_suite(dir.path());
-    let out = run(dir.path(), &["--prompt-mode", "completion", "--chat-template", "chatml"]);
+    let dir = suite();
+    let out = run(&dir, &["--prompt-mode", "completion", "--chat-template", "chatml"]);
     assert!(out.status.success(), "stderr:\n{}", String::from_utf8_lossy(&out.stderr));
-    let all = records(&dir.path().join("results"));
+    let all = records(&dir.results());
     let turns: Vec<&Value> = all.iter().filter(|r| r["warmup"] == false).collect();
     assert_eq!(turns.len(), 5);
     for t in &turns {
@@ -73,33 +57,30 @@ fn completion_mode_records_the_rendered_prompt_and_its_tokens_match_usage() {
 
 #[test]
 fn chat_mode_records_no_rendered_prompt() {
-    let dir = tempfile::tempdir().unwrap();
-    write_suite(dir.path());
-    let out = run(dir.path(), &["--max-conversations", "1"]);
+    let dir = suite();
+    let out = run(&dir, &["--max-conversations", "1"]);
     assert!(out.status.success(), "stderr:\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(records(&dir.path().join("results")).iter().all(|r| r.get("prompt").is_none()));
+    assert!(records(&dir.results()).iter().all(|r| r.get("prompt").is_none()));
 }
 
 #[test]
 fn completion_mode_without_a_template_is_a_usage_error() {
-    let dir = tempfile::tempdir().unwrap();
-    write_suite(dir.path());
-    let out = run(dir.path(), &["--prompt-mode", "completion"]);
+    let dir = suite();
+    let out = run(&dir, &["--prompt-mode", "completion"]);
     assert_eq!(out.status.code(), Some(2), "stderr:\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--chat-template"));
-    let out = run(dir.path(), &["--chat-template", "chatml"]);
+    let out = run(&dir, &["--chat-template", "chatml"]);
     assert_eq!(out.status.code(), Some(2), "chat mode with --chat-template");
 }
 
 #[test]
 fn template_render_shows_a_turn_prompt() {
-    let dir = tempfile::tempdir().unwrap();
-    write_suite(dir.path());
+    let dir = suite();
     let out = Command::new(BIN)
         .args(["template", "render", "--template", "chatml", "--turn", "2", "--data"])
-        .arg(dir.path().join("conversations.json"))
+        .arg(dir.path("conversations.json"))
         .arg("--rag-data")
-        .arg(dir.path().join("rag.json"))
+        .arg(dir.path("rag.json"))
         .output()
         .unwrap();
     assert!(out.status.success(), "stderr:\n{}", String::from_utf8_lossy(&out.stderr));
@@ -111,17 +92,16 @@ fn template_render_shows_a_turn_prompt() {
 
 #[test]
 fn a_template_that_cannot_render_the_suite_fails_before_the_benchmark() {
-    let dir = tempfile::tempdir().unwrap();
-    write_suite(dir.path());
-    let template = dir.path().join("no-system.jinja");
+    let dir = suite();
+    let template = dir.path("no-system.jinja");
     std::fs::write(
         &template,
         "{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('system prompts are not supported') }}{% endif %}{{ m.content }}{% endfor %}",
     )
     .unwrap();
-    let out = run(dir.path(), &["--prompt-mode", "completion", "--chat-template", template.to_str().unwrap()]);
+    let out = run(&dir, &["--prompt-mode", "completion", "--chat-template", template.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("system prompts are not supported") && stderr.contains("chat-a"), "{stderr}");
-    assert!(!dir.path().join("results").exists() || std::fs::read_dir(dir.path().join("results")).unwrap().next().is_none());
+    assert!(!dir.path("results").exists() || std::fs::read_dir(dir.path("results")).unwrap().next().is_none());
 }
