@@ -17,8 +17,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use turnbench::analysis::{percentile_sorted, sorted_finite};
 use turnbench::client::{Client, ClientConfig, RunClock};
-use turnbench::record::{RecordSink, Recorder, TurnRecord};
-use turnbench::replay::{ReplaySettings, ServerInfo};
+use turnbench::core::record::{RecordSink, Recorder, TurnRecord};
+use turnbench::client::api::ServerInfo;
+use turnbench::replay::ReplaySettings;
 use turnbench::schedule::{run_level, Arrivals, Level, LevelWindow, LoadContext, Mode};
 use turnbench::workload::multiround::{generate, MultiRound};
 
@@ -116,7 +117,7 @@ fn main() {
             let recorder = Recorder::new(RecordSink::create(&tmp.path().join("turns.jsonl")).unwrap());
             let ctx = LoadContext {
                 client: client.clone(),
-                server: server.clone(),
+                server: server.clone().into(),
                 settings: ReplaySettings {
                     think_time: Duration::ZERO,
                     metrics_deltas: false,

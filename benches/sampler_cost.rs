@@ -10,10 +10,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use turnbench::client::RunClock;
+use turnbench::core::RunClock;
 use turnbench::metrics::gpu::{GpuProbe, NvmlProbe};
 use turnbench::metrics::sampler::{MetricsTarget, SamplerConfig, Samplers};
-use turnbench::metrics::timeline::TimelineSink;
+use turnbench::core::timeline::TimelineSink;
 
 /// CPU nanoseconds of every live thread of this process (`schedstat`: exact, not tick-based).
 fn process_cpu_ns() -> f64 {

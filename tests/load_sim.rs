@@ -9,9 +9,10 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use turnbench::cli::Cli;
 use turnbench::client::{Client, ClientConfig, RunClock};
-use turnbench::load::analysis::max_in_flight;
-use turnbench::record::{read_records, RecordSink, Recorder, TurnRecord};
-use turnbench::replay::{ReplaySettings, ServerInfo};
+use turnbench::analysis::load::max_in_flight;
+use turnbench::core::record::{read_records, RecordSink, Recorder, TurnRecord};
+use turnbench::client::api::ServerInfo;
+use turnbench::replay::ReplaySettings;
 use turnbench::schedule::{run_level, Arrivals, Level, LevelWindow, LoadContext, Mode};
 use turnbench::sim::{self, SimConfig};
 use turnbench::workload::multiround::{generate, MultiRound};
@@ -42,7 +43,7 @@ async fn setup(config: SimConfig, rounds: usize, answer_tokens: u32) -> Setup {
     let pool = generate(&MultiRound { users: 16, rounds, system_tokens: 64, history_tokens: 32, answer_tokens, seed: 3 });
     let ctx = LoadContext {
         client,
-        server,
+        server: server.into(),
         settings: ReplaySettings {
             think_time: Duration::ZERO,
             metrics_deltas: false,
@@ -372,6 +373,6 @@ fn bad_multi_user_flags_are_usage_errors() {
         let mut argv = vec!["--endpoint", "http://127.0.0.1:9"];
         argv.extend_from_slice(args);
         let err = run_cli(&argv).unwrap_err();
-        assert_eq!(turnbench::error::exit_code(&err), 2, "{args:?}: {err:#}");
+        assert_eq!(turnbench::core::error::exit_code(&err), 2, "{args:?}: {err:#}");
     }
 }

@@ -7,8 +7,8 @@ use std::path::Path;
 use clap::Parser;
 use serde_json::Value;
 use turnbench::cli::Cli;
-use turnbench::record::{CacheObservation, RagPhase, RecordSink, RequestTiming, ReuseFlag, Status, TurnRecord, Usage};
-use turnbench::results::{write_manifest, Manifest};
+use turnbench::core::record::{CacheObservation, RagPhase, RecordSink, RequestTiming, ReuseFlag, Status, TurnRecord, Usage};
+use turnbench::core::results::{write_manifest, Manifest};
 
 fn ok_record(conv: &str, turn: u32, ttft: f64, prompt: u64, cached: u64) -> TurnRecord {
     let timing = RequestTiming {
@@ -190,8 +190,8 @@ fn missing_folder_is_a_clear_usage_error() {
     let err = report(&[tmp.path().join("nope").to_str().unwrap()]).unwrap_err();
     assert!(err.to_string().starts_with("no such results folder"), "{err}");
     assert_eq!(err.chain().count(), 1, "one line");
-    assert!(err.is::<turnbench::UsageError>());
+    assert!(err.is::<turnbench::core::UsageError>());
     let err = report(&[tmp.path().to_str().unwrap()]).unwrap_err();
     assert!(err.to_string().contains("has no turns.jsonl"), "{err}");
-    assert!(err.is::<turnbench::UsageError>());
+    assert!(err.is::<turnbench::core::UsageError>());
 }

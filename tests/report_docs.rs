@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use serde_json::Value;
-use turnbench::record::TurnRecord;
+use turnbench::core::record::TurnRecord;
 
 fn docs() -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/results.md")).unwrap()

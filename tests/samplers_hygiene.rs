@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use turnbench::client::RunClock;
+use turnbench::core::RunClock;
 use turnbench::metrics::gpu::{GpuDeviceSample, GpuInfo, GpuProbe, GpuProcess, Script, ScriptedProbe};
 use turnbench::metrics::monitor::Monitor;
 
@@ -37,7 +37,7 @@ fn monitor(frames: Vec<Vec<GpuDeviceSample>>, allow_busy: bool) -> (Monitor, Arc
 async fn a_busy_gpu_is_refused_as_a_usage_error() {
     let (m, _) = monitor(vec![frame(6000.0, &[(1, 5000.0)])], false);
     let err = m.check_gpu(1, "sim server for c1").await.unwrap_err();
-    assert_eq!(turnbench::error::exit_code(&err), 2);
+    assert_eq!(turnbench::core::error::exit_code(&err), 2);
     let msg = err.to_string();
     assert!(msg.contains("GPU busy before starting the sim server for c1: pid 1 holds 5000 MiB on gpu0"), "{msg}");
     assert!(msg.contains("--allow-busy-gpu"), "{msg}");

@@ -5,10 +5,10 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use turnbench::client::RunClock;
+use turnbench::core::RunClock;
 use turnbench::metrics::sampler::{SamplerConfig, Samplers};
 use turnbench::metrics::system::HostSampler;
-use turnbench::metrics::timeline::TimelineSink;
+use turnbench::core::timeline::TimelineSink;
 
 const MODE: &str = "TURNBENCH_SAMPLER_CHILD";
 

@@ -5,7 +5,7 @@ use turnbench::sim::cache::max_cacheable_tokens;
 use turnbench::sim::chat::render_chat;
 use turnbench::sim::tokenizer::{count, tokenize};
 use turnbench::sim::{spawn, SimConfig, SimHandle};
-use turnbench::workload::prompt::ChatMessage;
+use turnbench::core::ChatMessage;
 
 async fn start(f: impl FnOnce(&mut SimConfig)) -> (SimHandle, reqwest::Client) {
     let mut c = SimConfig::instant();

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use turnbench::template::{ChatTemplate, SpecialTokens};
-use turnbench::workload::prompt::ChatMessage;
+use turnbench::core::ChatMessage;
 
 fn user(text: &str) -> Vec<ChatMessage> {
     vec![ChatMessage::new("user", text)]
@@ -17,7 +17,7 @@ fn syntax_error_names_file_and_line() {
     let err = ChatTemplate::load(path.to_str().unwrap()).unwrap_err();
     let text = format!("{err:#}");
     assert!(text.contains(&format!("{}:3:", path.display())), "{text}");
-    assert_eq!(turnbench::error::exit_code(&err), 2);
+    assert_eq!(turnbench::core::error::exit_code(&err), 2);
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use turnbench::template::{builtin_names, ChatTemplate};
-use turnbench::workload::prompt::ChatMessage;
+use turnbench::core::ChatMessage;
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/templates")

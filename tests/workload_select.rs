@@ -1,17 +1,17 @@
 //! Selection: filters, peak context, listing; the server token counter against a tiny /tokenize.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use turnbench::cli::SelectionArgs;
-use turnbench::error::exit_code;
-use turnbench::workload::prompt::ChatMessage;
+use turnbench::workload::select::SelectionFilter;
+use turnbench::core::error::exit_code;
+use turnbench::core::ChatMessage;
 use turnbench::workload::select::{peak_tokens, render_listing, select};
-use turnbench::workload::tokens::TokenCounter;
+use turnbench::client::api::ServerTokenizer;
+use turnbench::workload::tokens::{CountTokens, Estimate};
 use turnbench::workload::{Conversation, Suite, Turn};
 
 fn turn(user: &str, max_tokens: u32) -> Turn {
@@ -42,17 +42,8 @@ fn suite() -> Suite {
     }
 }
 
-fn args() -> SelectionArgs {
-    SelectionArgs {
-        data: PathBuf::from("unused"),
-        rag_data: PathBuf::from("unused"),
-        include_tags: vec![],
-        exclude_tags: vec![],
-        context_size: None,
-        max_conversations: None,
-        conversations: vec![],
-        list_conversations: false,
-    }
+fn args() -> SelectionFilter {
+    SelectionFilter::default()
 }
 
 fn ids(selection: &turnbench::workload::select::Selection) -> Vec<&str> {
@@ -70,15 +61,15 @@ async fn peak_counts_earlier_answers_at_max_tokens() {
     };
     // turn 0: system (1+4) + user (2+4) + 3 = 14, +10 = 24
     // turn 1: system 5 + user 6 + empty answer 4 + user (1+4) + 3 = 23, +10 earlier +20 = 53
-    assert_eq!(peak_tokens(&c, &TokenCounter::Estimate).await.unwrap(), 53);
+    assert_eq!(peak_tokens(&c, &Estimate).await.unwrap(), 53);
     // The earlier answer counts at its full max_tokens: turn 0 = 14 + 500, turn 1 = 23 + 500 + 1.
     let c2 = Conversation { turns: vec![turn("abcdefgh", 500), turn("abcd", 1)], ..c };
-    assert_eq!(peak_tokens(&c2, &TokenCounter::Estimate).await.unwrap(), 524);
+    assert_eq!(peak_tokens(&c2, &Estimate).await.unwrap(), 524);
 }
 
 #[tokio::test]
 async fn no_filters_keeps_everything_in_order() {
-    let s = select(&suite(), &args(), &TokenCounter::Estimate).await.unwrap();
+    let s = select(&suite(), &args(), &Estimate).await.unwrap();
     assert_eq!(ids(&s), ["small-qa", "code-mid", "long-doc", "ultra-log"]);
     assert!(s.estimated && s.dropped.is_empty());
     assert_eq!(s.chosen.iter().map(|c| c.peak_tokens).collect::<Vec<_>>(), [318, 1218, 10218, 100218]);
@@ -89,13 +80,13 @@ async fn no_filters_keeps_everything_in_order() {
 async fn include_and_exclude_tags() {
     let mut a = args();
     a.include_tags = vec!["qa".into(), "code".into()];
-    let s = select(&suite(), &a, &TokenCounter::Estimate).await.unwrap();
+    let s = select(&suite(), &a, &Estimate).await.unwrap();
     assert_eq!(ids(&s), ["small-qa", "code-mid", "long-doc"]);
     assert_eq!(s.dropped[0].id, "ultra-log");
     assert!(s.dropped[0].reason.contains("--include-tags qa,code"), "{}", s.dropped[0].reason);
 
     a.exclude_tags = vec!["long".into()];
-    let s = select(&suite(), &a, &TokenCounter::Estimate).await.unwrap();
+    let s = select(&suite(), &a, &Estimate).await.unwrap();
     assert_eq!(ids(&s), ["small-qa", "code-mid"]);
     assert!(s.dropped.iter().any(|d| d.id == "long-doc" && d.reason == "tag long is in --exclude-tags"));
 }
@@ -104,7 +95,7 @@ async fn include_and_exclude_tags() {
 async fn context_size_drops_with_reason() {
     let mut a = args();
     a.context_size = Some(32_000);
-    let s = select(&suite(), &a, &TokenCounter::Estimate).await.unwrap();
+    let s = select(&suite(), &a, &Estimate).await.unwrap();
     assert_eq!(ids(&s), ["small-qa", "code-mid", "long-doc"]);
     assert_eq!(s.dropped.len(), 1);
     assert_eq!(s.dropped[0].id, "ultra-log");
@@ -119,7 +110,7 @@ async fn context_size_drops_with_reason() {
 async fn max_conversations_keeps_suite_order() {
     let mut a = args();
     a.max_conversations = Some(2);
-    let s = select(&suite(), &a, &TokenCounter::Estimate).await.unwrap();
+    let s = select(&suite(), &a, &Estimate).await.unwrap();
     assert_eq!(ids(&s), ["small-qa", "code-mid"]);
     assert_eq!(s.dropped.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["long-doc", "ultra-log"]);
 }
@@ -128,11 +119,11 @@ async fn max_conversations_keeps_suite_order() {
 async fn conversation_ids_select_and_unknown_ids_are_usage_errors() {
     let mut a = args();
     a.conversations = vec!["long-doc".into()];
-    let s = select(&suite(), &a, &TokenCounter::Estimate).await.unwrap();
+    let s = select(&suite(), &a, &Estimate).await.unwrap();
     assert_eq!(ids(&s), ["long-doc"]);
 
     a.conversations = vec!["nope".into()];
-    let err = select(&suite(), &a, &TokenCounter::Estimate).await.unwrap_err();
+    let err = select(&suite(), &a, &Estimate).await.unwrap_err();
     assert_eq!(exit_code(&err), 2);
     let m = err.to_string();
     assert!(m.contains("nope") && m.contains("small-qa, code-mid, long-doc, ultra-log"), "{m}");
@@ -143,7 +134,7 @@ async fn empty_selection_says_which_filters_removed_everything() {
     let mut a = args();
     a.include_tags = vec!["ultra".into()];
     a.context_size = Some(8_000);
-    let err = select(&suite(), &a, &TokenCounter::Estimate).await.unwrap_err();
+    let err = select(&suite(), &a, &Estimate).await.unwrap_err();
     assert_eq!(exit_code(&err), 2);
     let m = err.to_string();
     assert!(m.contains("--include-tags ultra removed 3 of 4"), "{m}");
@@ -180,7 +171,7 @@ async fn tokenize_server(seen: Seen) -> String {
 async fn server_counter_posts_messages_to_tokenize() {
     let seen: Seen = Arc::new(Mutex::new(Vec::new()));
     let base = tokenize_server(seen.clone()).await;
-    let counter = TokenCounter::server(&format!("{base}/v1"), Some("tiny".into()), Some("k3y".into()));
+    let counter = ServerTokenizer::new(reqwest::Client::new(), &format!("{base}/v1"), Some("tiny".into()), Some("k3y".into()));
     assert!(!counter.is_estimate());
     assert_eq!(counter.describe(), "server /tokenize");
     let n = counter.count_messages(&[ChatMessage::new("user", "hello")]).await.unwrap();
@@ -208,7 +199,7 @@ async fn server_counter_reports_http_errors() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let counter = TokenCounter::server(&format!("http://{addr}"), None, None);
+    let counter = ServerTokenizer::new(reqwest::Client::new(), &format!("http://{addr}"), None, None);
     let err = counter.count_messages(&[ChatMessage::new("user", "x")]).await.unwrap_err();
     let m = format!("{err:#}");
     assert!(m.contains("404") && m.contains("no such route"), "{m}");

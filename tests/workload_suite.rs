@@ -3,27 +3,18 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use turnbench::cli::SelectionArgs;
+use turnbench::workload::select::SelectionFilter;
 use turnbench::workload::load::load_suite;
 use turnbench::workload::select::{render_listing, select};
-use turnbench::workload::tokens::TokenCounter;
+use turnbench::workload::tokens::Estimate;
 use turnbench::workload::{RagAction, RagPosition};
 
 fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(name)
 }
 
-fn args() -> SelectionArgs {
-    SelectionArgs {
-        data: data("conversations.json"),
-        rag_data: data("rag_data.json"),
-        include_tags: vec![],
-        exclude_tags: vec![],
-        context_size: None,
-        max_conversations: None,
-        conversations: vec![],
-        list_conversations: false,
-    }
+fn args() -> SelectionFilter {
+    SelectionFilter::default()
 }
 
 #[tokio::test]
@@ -67,7 +58,7 @@ async fn real_suite_loads_quickly_and_spans_every_context_class() {
         assert!(c.turns.iter().all(|t| (64..=256).contains(&t.max_tokens)), "{}: max_tokens out of 64..=256", c.id);
     }
 
-    let selection = select(&suite, &args(), &TokenCounter::Estimate).await.expect("selects");
+    let selection = select(&suite, &args(), &Estimate).await.expect("selects");
     eprintln!("{}", render_listing(&selection));
     assert_eq!(selection.chosen.len(), suite.conversations.len());
     // Tags agree with the data: `rag` iff RAG actions, `long` ~15K-64K+, `ultra` ~128K.

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use turnbench::error::{exit_code, UsageError};
+use turnbench::core::error::{exit_code, UsageError};
 use turnbench::workload::load::load_suite;
 use turnbench::workload::{RagAction, RagPosition, DEFAULT_MAX_TOKENS};
 

@@ -11,8 +11,6 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tokio::sync::watch;
 
-use crate::cli::{EngineKind, RunArgs};
-use crate::UsageError;
 use supervisor::{Address, LaunchSpec, ServerGuard};
 use vllm::VllmProfile;
 
@@ -31,7 +29,6 @@ pub enum Engine {
     Vllm {
         command: String,
         model: String,
-        profile_name: String,
         profile: Box<VllmProfile>,
         extra_args: Vec<String>,
         context_size: Option<u64>,
@@ -90,53 +87,6 @@ impl ProcessWatch {
 }
 
 impl Engine {
-    pub fn from_args(args: &RunArgs) -> Result<Self> {
-        let kind = args.engine.unwrap_or(if args.endpoint.is_some() { EngineKind::External } else { EngineKind::Sim });
-        if kind != EngineKind::External && args.endpoint.is_some() {
-            return Err(UsageError::new("--endpoint is for --engine external; managed engines start their own server").into());
-        }
-        match kind {
-            EngineKind::External => {
-                let base_url = args
-                    .endpoint
-                    .clone()
-                    .ok_or_else(|| UsageError::new("--engine external needs --endpoint URL"))?;
-                if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-                    return Err(UsageError::new(format!("--endpoint {base_url:?}: expected an http:// or https:// URL")).into());
-                }
-                Ok(Engine::External { base_url: base_url.trim_end_matches('/').trim_end_matches("/v1").to_string() })
-            }
-            EngineKind::Sim => {
-                let program = match std::env::var_os(SIM_BIN_ENV) {
-                    Some(p) => PathBuf::from(p),
-                    None => std::env::current_exe().context("cannot locate the turnbench executable")?,
-                };
-                Ok(Engine::Sim {
-                    program,
-                    extra_args: args.engine_args.clone(),
-                    model_name: args.model.clone().unwrap_or_else(|| "turnbench-sim".to_string()),
-                })
-            }
-            EngineKind::Vllm => {
-                let name = args
-                    .model
-                    .as_deref()
-                    .ok_or_else(|| UsageError::new("--engine vllm needs --model PATH_OR_REPO_ID"))?;
-                let model = local_model(name);
-                Ok(Engine::Vllm {
-                    command: args.vllm_cmd.clone(),
-                    model,
-                    profile_name: args.profile.clone(),
-                    profile: Box::new(VllmProfile::load(&args.profile)?),
-                    extra_args: args.engine_args.clone(),
-                    context_size: args.selection.context_size,
-                    api_key: random_key(),
-                    dev_mode: args.isolation == crate::cli::Isolation::Run,
-                })
-            }
-        }
-    }
-
     pub fn name(&self) -> &'static str {
         match self {
             Engine::Sim { .. } => "sim",
@@ -238,21 +188,8 @@ impl Engine {
     }
 }
 
-/// What vLLM is asked to serve: a local folder as given; else a catalog name or repo id found in
-/// the Hugging Face cache (`turnbench setup`), as its snapshot folder; else the name itself
-/// (vLLM then fetches it).
-fn local_model(name: &str) -> String {
-    if Path::new(name).exists() {
-        return name.to_string();
-    }
-    let cache = crate::models::HubConfig::from_env().cache_dir;
-    match crate::models::resolve_model(name, &cache) {
-        Some(snapshot) => snapshot.display().to_string(),
-        None => name.to_string(),
-    }
-}
-
-fn random_key() -> String {
+/// A fresh random API key: a managed server answers only turnbench.
+pub fn random_key() -> String {
     use rand::Rng;
     format!("tb-{:032x}", rand::rng().random::<u128>())
 }

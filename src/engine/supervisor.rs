@@ -284,11 +284,7 @@ async fn wait_ready(
 
 async fn probe_ready(http: &reqwest::Client, base: &str, spec: &LaunchSpec) -> bool {
     let get = |path: &str| {
-        let mut req = http.get(format!("{base}{path}")).timeout(Duration::from_secs(5));
-        if let Some(key) = &spec.api_key {
-            req = req.bearer_auth(key);
-        }
-        req.send()
+        crate::client::authed(http.get(format!("{base}{path}")).timeout(Duration::from_secs(5)), spec.api_key.as_deref()).send()
     };
     match get("/health").await {
         Ok(r) if r.status().is_success() => {}

@@ -6,7 +6,8 @@ use std::path::Path;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use crate::UsageError;
+use crate::core::config::{resolve_profile, ConfigSource};
+use crate::core::UsageError;
 
 /// Built-in profiles, embedded so the binary works from any folder.
 pub const BUILTIN_PROFILES: [(&str, &str); 3] = [
@@ -57,23 +58,16 @@ fn default_startup_timeout() -> u64 {
 }
 
 impl VllmProfile {
-    /// A built-in profile by name, or a TOML file by path.
+    /// A profile by name (`<config_dir>/vllm/<name>.toml` when it exists, else built in) or a
+    /// TOML file by path; also says which file was read.
+    pub fn resolve(config_dir: &Path, name_or_path: &str) -> Result<(Self, ConfigSource)> {
+        let found = resolve_profile(config_dir, "vllm", name_or_path, &BUILTIN_PROFILES, "--profile")?;
+        Ok((Self::parse(&found.text, &found.source.origin())?, found.source))
+    }
+
+    /// A built-in profile by name (unless `configs/vllm/<name>.toml` exists here), or a TOML file.
     pub fn load(name_or_path: &str) -> Result<Self> {
-        if let Some((_, text)) = BUILTIN_PROFILES.iter().find(|(name, _)| *name == name_or_path) {
-            return Self::parse(text, &format!("configs/vllm/{name_or_path}.toml"));
-        }
-        let path = Path::new(name_or_path);
-        if !path.exists() {
-            let names: Vec<&str> = BUILTIN_PROFILES.iter().map(|(n, _)| *n).collect();
-            return Err(UsageError::new(format!(
-                "--profile {name_or_path:?}: no such built-in profile ({}) or file",
-                names.join(", ")
-            ))
-            .into());
-        }
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| UsageError::new(format!("--profile {}: {e}", path.display())))?;
-        Self::parse(&text, &path.display().to_string())
+        Self::resolve(Path::new("configs"), name_or_path).map(|(p, _)| p)
     }
 
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
@@ -156,7 +150,7 @@ mod tests {
         let err = VllmProfile::parse("enable_prefix_caching = true\nmax_num_seq = 2\n", "p.toml").unwrap_err();
         let msg = err.to_string();
         assert!(msg.starts_with("p.toml:2:") && msg.contains("max_num_seq"), "{msg}");
-        assert_eq!(crate::error::exit_code(&err), 2);
+        assert_eq!(crate::core::error::exit_code(&err), 2);
     }
 
     #[test]

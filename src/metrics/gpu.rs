@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::timeline::{metric, source, Sample};
+use crate::core::timeline::{metric, source, Sample};
 
 /// Environment variable naming a JSON script for [`ScriptedProbe`]: a testing hook that stands in
 /// for NVML (see README, "Resources").

@@ -3,8 +3,5 @@
 
 pub mod gpu;
 pub mod monitor;
-pub mod resources;
 pub mod sampler;
-pub mod server;
 pub mod system;
-pub mod timeline;

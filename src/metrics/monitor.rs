@@ -11,10 +11,10 @@ use anyhow::Result;
 use super::gpu::{foreign_memory, memory_used_mib, open_probe, wait_for_release, GpuInfo, GpuProbe};
 use super::sampler::{MetricsTarget, SamplerConfig, Samplers};
 use super::system::{HostSampler, SystemInfo};
-use super::timeline::{metric, source, Sample, TimelineSink, TIMELINE_FILE};
-use crate::client::RunClock;
-use crate::results::write_atomic;
-use crate::UsageError;
+use crate::core::timeline::{metric, source, Sample, TimelineSink, TIMELINE_FILE};
+use crate::core::RunClock;
+use crate::core::results::write_atomic;
+use crate::core::UsageError;
 
 pub const SYSTEM_FILE: &str = "system.json";
 
@@ -186,21 +186,11 @@ fn own_pids() -> Vec<u32> {
     pids
 }
 
-/// What the server says its version is (vLLM: `GET /version` → `{"version": ...}`).
-pub async fn server_version(http: &reqwest::Client, base_url: &str) -> Option<String> {
-    let resp = http.get(format!("{}/version", base_url.trim_end_matches('/'))).timeout(Duration::from_secs(2)).send().await.ok()?;
-    if !resp.status().is_success() {
-        return None;
-    }
-    let v: serde_json::Value = resp.json().await.ok()?;
-    v["version"].as_str().map(|s| s.to_string())
-}
-
 /// The engine's version for `system.json`: `turnbench sim <version>` for the simulator, what
 /// the server reports for others.
 pub async fn engine_version(engine: &crate::engine::Engine, http: &reqwest::Client, base_url: &str) -> Option<String> {
     match engine {
         crate::engine::Engine::Sim { .. } => Some(format!("turnbench sim {}", env!("CARGO_PKG_VERSION"))),
-        _ => server_version(http, base_url).await,
+        _ => crate::client::api::server_version(http, base_url).await,
     }
 }

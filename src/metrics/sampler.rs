@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::gpu::GpuProbe;
-use super::server::scrape;
+use crate::client::metrics::scrape;
 use super::system::HostSampler;
-use super::timeline::{metric, source, Sample, TimelineSink};
-use crate::client::RunClock;
+use crate::core::timeline::{metric, source, Sample, TimelineSink};
+use crate::core::RunClock;
 
 /// Where to scrape `/metrics`.
 #[derive(Clone)]

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
 use super::gpu::GpuInfo;
-use super::timeline::{metric, source, Sample};
+use crate::core::timeline::{metric, source, Sample};
 
 const MIB: f64 = 1024.0 * 1024.0;
 const RESCAN: Duration = Duration::from_secs(1);

@@ -146,7 +146,7 @@ mod tests {
     use super::*;
     use crate::analysis::summarize;
     use crate::analysis::tests::rec;
-    use crate::results::Manifest;
+    use crate::core::results::Manifest;
 
     #[test]
     fn compares_turn_by_turn() {

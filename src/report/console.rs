@@ -4,6 +4,9 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::Table;
 
 use super::fmt::{f1, pct, ratio};
+use crate::analysis::load::error_kind;
+use crate::analysis::{percentile_sorted, sorted_finite};
+use crate::core::record::TurnRecord;
 use crate::analysis::Summary;
 
 /// A compact table: requests ok/failed, TTFT p50/p95, E2E p50, output tok/s, first/later TTFT
@@ -51,13 +54,35 @@ pub fn console_summary(summary: &Summary) -> String {
     out
 }
 
+/// One line every `--log-interval`: what completed since the last line.
+pub fn progress_line(level: &str, fresh: &[TurnRecord], interval_s: f64) -> String {
+    let measured: Vec<&TurnRecord> = fresh.iter().filter(|r| !r.warmup).collect();
+    let ttft = sorted_finite(measured.iter().filter(|r| r.status.is_ok()).filter_map(|r| r.derived.ttft_ms));
+    let failed: Vec<&&TurnRecord> = measured.iter().filter(|r| !r.status.is_ok()).collect();
+    let mut kinds = std::collections::BTreeMap::<String, usize>::new();
+    for r in &failed {
+        *kinds.entry(error_kind(r)).or_default() += 1;
+    }
+    let errors = if kinds.is_empty() {
+        "0".to_string()
+    } else {
+        kinds.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
+    };
+    format!(
+        "[{level}] {:.1} req/s, TTFT p50 {} ms p99 {} ms, errors: {errors}",
+        if interval_s > 0.0 { measured.len() as f64 / interval_s } else { 0.0 },
+        f1(percentile_sorted(&ttft, 50.0)),
+        f1(percentile_sorted(&ttft, 99.0)),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::analysis::summarize;
     use crate::analysis::tests::{failed, rec};
-    use crate::record::Status;
-    use crate::results::Manifest;
+    use crate::core::record::Status;
+    use crate::core::results::Manifest;
 
     #[test]
     fn console_summary_shows_the_headline_numbers() {
@@ -73,5 +98,14 @@ mod tests {
         assert!(text.contains("http_5xx 1"), "{text}");
         assert!(text.contains("4.00× (400.0 / 100.0 ms)"), "{text}");
         assert!(text.contains("47.6% of prompt tokens"), "{text}");
+    }
+
+    #[test]
+    fn progress_line_counts_rate_and_errors() {
+        let mut ok = TurnRecord::default();
+        ok.derived.ttft_ms = Some(10.0);
+        let failed = TurnRecord { status: Status::Http5xx, http_status: Some(503), ..Default::default() };
+        let line = progress_line("qps-5", &[ok.clone(), ok, failed], 2.0);
+        assert!(line.contains("1.5 req/s") && line.contains("http_503 1") && line.contains("p50 10.0"), "{line}");
     }
 }

@@ -8,7 +8,7 @@ use anyhow::Result;
 
 use super::{Exporter, ReportInput, CONVERSATIONS_CSV_FILE, TURNS_CSV_FILE};
 use crate::analysis::{record_reuse_pct, ConversationStats};
-use crate::record::TurnRecord;
+use crate::core::record::TurnRecord;
 
 fn o<T: ToString>(v: Option<T>) -> String {
     v.map(|x| x.to_string()).unwrap_or_default()
@@ -96,8 +96,8 @@ fn to_csv<T>(columns: &[Column<T>], rows: &[T]) -> Result<Vec<u8>> {
 pub struct TurnsCsv;
 
 impl Exporter for TurnsCsv {
-    fn file_name(&self) -> &'static str {
-        TURNS_CSV_FILE
+    fn file_name(&self) -> String {
+        TURNS_CSV_FILE.to_string()
     }
 
     fn export(&self, input: &ReportInput) -> Result<Vec<u8>> {
@@ -109,8 +109,8 @@ impl Exporter for TurnsCsv {
 pub struct ConversationsCsv;
 
 impl Exporter for ConversationsCsv {
-    fn file_name(&self) -> &'static str {
-        CONVERSATIONS_CSV_FILE
+    fn file_name(&self) -> String {
+        CONVERSATIONS_CSV_FILE.to_string()
     }
 
     fn export(&self, input: &ReportInput) -> Result<Vec<u8>> {
@@ -123,8 +123,8 @@ mod tests {
     use super::*;
     use crate::analysis::summarize;
     use crate::analysis::tests::{failed, rec};
-    use crate::record::{ReuseFlag, Status};
-    use crate::results::Manifest;
+    use crate::core::record::{ReuseFlag, Status};
+    use crate::core::results::Manifest;
 
     fn parse(bytes: &[u8]) -> (Vec<String>, Vec<Vec<String>>) {
         let mut r = csv::Reader::from_reader(bytes);
@@ -140,7 +140,7 @@ mod tests {
         a.cache.flag = Some(ReuseFlag::Eviction);
         let records = vec![a, failed("b", 1, Status::Http5xx, "503: busy")];
         let summary = summarize(&records, &Manifest::default());
-        let input = ReportInput { records: &records, summary: &summary, manifest: &Manifest::default() };
+        let input = ReportInput { records: &records, summary: &summary, manifest: &Manifest::default(), timeline: None };
         let bytes = TurnsCsv.export(&input).unwrap();
         let text = String::from_utf8(bytes.clone()).unwrap();
         assert!(text.starts_with("test,conversation_id,tags,turn,warmup,level,session,rag_phase,"), "{text}");
@@ -167,7 +167,7 @@ mod tests {
             failed("a", 3, Status::Timeout, "t"),
         ];
         let summary = summarize(&records, &Manifest::default());
-        let input = ReportInput { records: &records, summary: &summary, manifest: &Manifest::default() };
+        let input = ReportInput { records: &records, summary: &summary, manifest: &Manifest::default(), timeline: None };
         let bytes = ConversationsCsv.export(&input).unwrap();
         let text = String::from_utf8(bytes).unwrap();
         let mut lines = text.lines();
@@ -182,7 +182,7 @@ mod tests {
     #[test]
     fn empty_input_still_has_headers() {
         let summary = summarize(&[], &Manifest::default());
-        let input = ReportInput { records: &[], summary: &summary, manifest: &Manifest::default() };
+        let input = ReportInput { records: &[], summary: &summary, manifest: &Manifest::default(), timeline: None };
         let (h, rows) = parse(&TurnsCsv.export(&input).unwrap());
         assert_eq!((h.len(), rows.len()), (TURN_COLUMNS.len(), 0));
     }

@@ -8,8 +8,8 @@ use super::{Exporter, ReportInput, SUMMARY_FILE};
 pub struct SummaryJson;
 
 impl Exporter for SummaryJson {
-    fn file_name(&self) -> &'static str {
-        SUMMARY_FILE
+    fn file_name(&self) -> String {
+        SUMMARY_FILE.to_string()
     }
 
     fn export(&self, input: &ReportInput) -> Result<Vec<u8>> {
@@ -24,8 +24,8 @@ mod tests {
     use super::*;
     use crate::analysis::tests::{failed, rec};
     use crate::analysis::{summarize, Summary};
-    use crate::record::Status;
-    use crate::results::Manifest;
+    use crate::core::record::Status;
+    use crate::core::results::Manifest;
 
     #[test]
     fn summary_json_round_trips() {
@@ -36,7 +36,7 @@ mod tests {
         ];
         let manifest = Manifest { simulated: true, engine: "sim".into(), ..Default::default() };
         let summary = summarize(&records, &manifest);
-        let input = ReportInput { records: &records, summary: &summary, manifest: &manifest };
+        let input = ReportInput { records: &records, summary: &summary, manifest: &manifest, timeline: None };
         let bytes = SummaryJson.export(&input).unwrap();
         let back: Summary = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(back, summary);

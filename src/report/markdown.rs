@@ -8,7 +8,8 @@ use anyhow::Result;
 use super::fmt::{f1, md_table, opt, pct, ratio};
 use super::{Exporter, ReportInput, REPORT_FILE};
 use crate::analysis::{record_reuse_pct, Stats};
-use crate::results::Manifest;
+use crate::core::record::TurnRecord;
+use crate::core::results::Manifest;
 
 /// Said at the top of every report of a simulator run.
 pub const SIMULATED_BANNER: &str = "Simulated run (turnbench sim): numbers describe the simulator, not a real model";
@@ -19,8 +20,8 @@ pub const INTERRUPTED_BANNER: &str = "Interrupted: partial results";
 pub struct MarkdownReport;
 
 impl Exporter for MarkdownReport {
-    fn file_name(&self) -> &'static str {
-        REPORT_FILE
+    fn file_name(&self) -> String {
+        REPORT_FILE.to_string()
     }
 
     fn export(&self, input: &ReportInput) -> Result<Vec<u8>> {
@@ -60,6 +61,26 @@ fn stats_row(name: &str, s: Option<&Stats>) -> Vec<String> {
         g(|s| s.p99),
         g(|s| s.max),
     ]
+}
+
+/// Per-request tables list at most this many rows; a run with more shows the first half of them
+/// and the slowest (by TTFT) other half, so a 20,000-request run's report stays small.
+pub const PER_REQUEST_ROWS: usize = 200;
+
+/// The records a per-request table shows: all of them up to `cap`; else the first `cap / 2` in
+/// order, then the `cap / 2` others with the highest TTFT (failed ones, without TTFT, first).
+fn capped_rows<'a>(records: &[&'a TurnRecord], cap: usize) -> Vec<&'a TurnRecord> {
+    if records.len() <= cap {
+        return records.to_vec();
+    }
+    let head = cap / 2;
+    let mut rest: Vec<&TurnRecord> = records[head..].to_vec();
+    rest.sort_by(|a, b| {
+        let key = |r: &TurnRecord| r.derived.ttft_ms.filter(|_| r.status.is_ok()).unwrap_or(f64::INFINITY);
+        key(b).total_cmp(&key(a))
+    });
+    rest.truncate(cap - head);
+    records[..head].iter().copied().chain(rest).collect()
 }
 
 fn render(input: &ReportInput) -> Result<String> {
@@ -132,6 +153,11 @@ fn render(input: &ReportInput) -> Result<String> {
         stats_row("Output tokens", o.output_tokens.as_ref()),
     ];
     out.push_str(&md_table(&["Metric", "n", "mean", "std", "min", "p50", "p90", "p95", "p99", "max"], &rows));
+
+    // Load levels and saturation come right after the headline: they are what a load run is for.
+    if let Some(load) = &s.load {
+        out.push_str(&super::load::markdown(load));
+    }
 
     // First vs later.
     let f = &s.first_vs_later;
@@ -252,10 +278,20 @@ fn render(input: &ReportInput) -> Result<String> {
         let flags: Vec<String> = c.flags.iter().map(|f| format!("{} {}", f.flag.as_str(), f.count)).collect();
         writeln!(out, "Turns reusing less than expected: {}.\n", flags.join(", "))?;
     }
-    let rows: Vec<Vec<String>> = input
-        .records
-        .iter()
-        .filter(|r| !r.warmup)
+    let measured: Vec<&TurnRecord> = input.records.iter().filter(|r| !r.warmup).collect();
+    let shown = capped_rows(&measured, PER_REQUEST_ROWS);
+    if shown.len() < measured.len() {
+        writeln!(
+            out,
+            "{} requests: the table shows the first {} and the {} with the highest TTFT; every request is in \
+             `turns.csv`.\n",
+            measured.len(),
+            PER_REQUEST_ROWS / 2,
+            shown.len() - PER_REQUEST_ROWS / 2,
+        )?;
+    }
+    let rows: Vec<Vec<String>> = shown
+        .into_iter()
         .map(|r| {
             vec![
                 r.conversation_id.clone(),
@@ -303,10 +339,7 @@ fn render(input: &ReportInput) -> Result<String> {
 
     if let Some(resources) = &s.resources {
         writeln!(out)?;
-        out.push_str(&crate::metrics::resources::markdown_section(resources));
-    }
-    if let Some(load) = &s.load {
-        out.push_str(&crate::load::report::markdown(load));
+        out.push_str(&super::resources::markdown_section(resources));
     }
 
     writeln!(out, "\n## Notes on definitions\n")?;
@@ -337,7 +370,7 @@ mod tests {
     use super::*;
     use crate::analysis::summarize;
     use crate::analysis::tests::{failed, rec};
-    use crate::record::{RagPhase, ReuseFlag, Status};
+    use crate::core::record::{RagPhase, ReuseFlag, Status};
 
     fn render_for(m: &Manifest) -> String {
         let mut r2 = rec("conv-a", 2, 50.0, 150.0, 1100, 992);
@@ -346,7 +379,7 @@ mod tests {
         let records =
             vec![rec("conv-a", 1, 400.0, 500.0, 1000, 0), r2, failed("conv-b", 1, Status::Http5xx, "503 | busy")];
         let summary = summarize(&records, m);
-        let input = ReportInput { records: &records, summary: &summary, manifest: m };
+        let input = ReportInput { records: &records, summary: &summary, manifest: m, timeline: None };
         String::from_utf8(MarkdownReport.export(&input).unwrap()).unwrap()
     }
 

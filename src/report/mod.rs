@@ -1,30 +1,36 @@
-//! Exporters: pure functions from records/summary to bytes (hyperfine-style); the caller writes
-//! the files atomically. `turnbench report DIR [--compare OTHER]` rebuilds every report of a
-//! results folder from its `manifest.json` and `turns.jsonl`.
+//! Exporters: pure functions from the run's records, summary and timeline to bytes
+//! (hyperfine-style); [`write_reports`] is the one writer, and it writes every file atomically.
+//! `turnbench report` rebuilds every report of a results folder through the same writer.
 
 mod compare;
 mod console;
 mod csv_out;
 pub(crate) mod fmt;
 mod json;
+pub mod load;
 mod markdown;
 pub mod plot;
+pub mod resources;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::analysis::{summarize, Summary};
-use crate::cli::ReportArgs;
-use crate::record::{read_records, TurnRecord};
-use crate::results::{read_manifest, write_atomic, Manifest, MANIFEST_FILE, TURNS_FILE};
-use crate::UsageError;
+use crate::analysis::resources::join_records;
+use crate::analysis::{summarize_run, Summary};
+use crate::core::record::{read_records, TurnRecord};
+use crate::core::results::{read_manifest, write_atomic, Manifest, MANIFEST_FILE, TURNS_FILE};
+use crate::core::timeline::Timeline;
+use crate::core::UsageError;
 
 pub use self::compare::{compare, compare_markdown, compare_table, Comparison, TurnComparison};
-pub use self::console::console_summary;
+pub use self::console::{console_summary, progress_line};
 pub use self::csv_out::{ConversationsCsv, TurnsCsv};
 pub use self::json::SummaryJson;
 pub use self::markdown::{MarkdownReport, SIMULATED_BANNER};
+use self::load::{LoadPlot, LOAD_PLOTS};
+use self::plot::{ImageFormat, TtftByTurnPlot};
+use self::resources::TimelinePlot;
 
 pub const TURNS_CSV_FILE: &str = "turns.csv";
 pub const CONVERSATIONS_CSV_FILE: &str = "conversations.csv";
@@ -34,57 +40,62 @@ pub const REPORT_FILE: &str = "report.md";
 /// What every exporter reads.
 #[derive(Debug, Clone, Copy)]
 pub struct ReportInput<'a> {
+    /// The run's records, with what the machine did during each joined on.
     pub records: &'a [TurnRecord],
     pub summary: &'a Summary,
     pub manifest: &'a Manifest,
+    pub timeline: Option<&'a Timeline>,
 }
 
 /// One output file of a results folder. No IO: returns the file's bytes.
 pub trait Exporter {
-    /// File name inside the results folder.
-    fn file_name(&self) -> &'static str;
+    /// Path inside the results folder.
+    fn file_name(&self) -> String;
+    /// Whether this run has anything for it (a timeline plot needs samples, load plots levels).
+    fn applies(&self, _input: &ReportInput) -> bool {
+        true
+    }
     fn export(&self, input: &ReportInput) -> Result<Vec<u8>>;
 }
 
 /// Every exporter `write_reports` runs, in write order.
 pub fn all_exporters() -> Vec<Box<dyn Exporter>> {
-    vec![
-        Box::new(TurnsCsv),
-        Box::new(ConversationsCsv),
-        Box::new(SummaryJson),
-        Box::new(MarkdownReport),
-        Box::new(plot::TtftByTurnPlot(plot::ImageFormat::Png)),
-        Box::new(plot::TtftByTurnPlot(plot::ImageFormat::Svg)),
-    ]
+    let mut out: Vec<Box<dyn Exporter>> =
+        vec![Box::new(TurnsCsv), Box::new(ConversationsCsv), Box::new(SummaryJson), Box::new(MarkdownReport)];
+    for format in [ImageFormat::Png, ImageFormat::Svg] {
+        out.push(Box::new(TtftByTurnPlot(format)));
+        out.push(Box::new(TimelinePlot(format)));
+        for stem in LOAD_PLOTS {
+            out.push(Box::new(LoadPlot { stem, format }));
+        }
+    }
+    out
 }
 
-/// Computes the summary of `records` and writes every exporter's file into `dir`, atomically.
+/// Reads the folder's timeline (when the run sampled), joins it onto `records`, computes the
+/// summary once, and writes every exporter's file into `dir`. Returns the summary.
 pub fn write_reports(dir: &Path, records: &[TurnRecord], manifest: &Manifest) -> Result<Summary> {
-    // Samples, when the run took any: joined onto the records and summarized per test.
-    let timeline = crate::metrics::timeline::Timeline::read(dir).unwrap_or_else(|e| {
+    let timeline = Timeline::read(dir).unwrap_or_else(|e| {
         eprintln!("warning: {e:#}; reports leave resources out");
         None
     });
     let joined;
     let records = match &timeline {
         Some(t) => {
-            joined = crate::metrics::resources::join_records(records, t);
+            joined = join_records(records, t);
             &joined[..]
         }
         None => records,
     };
-    let mut summary = summarize(records, manifest);
-    if let Some(t) = &timeline {
-        summary.resources = Some(crate::metrics::resources::summarize_resources(records, t));
-        crate::metrics::resources::write_timeline_plots(dir, t)?;
-    }
-    let input = ReportInput { records, summary: &summary, manifest };
+    let summary = summarize_run(records, manifest, timeline.as_ref());
+    let input = ReportInput { records, summary: &summary, manifest, timeline: timeline.as_ref() };
     for exporter in all_exporters() {
-        let bytes = exporter.export(&input).with_context(|| format!("cannot build {}", exporter.file_name()))?;
-        write_atomic(&dir.join(exporter.file_name()), &bytes)?;
-    }
-    if let Some(load) = &summary.load {
-        crate::load::report::write_plots(dir, load)?;
+        if !exporter.applies(&input) {
+            continue;
+        }
+        let name = exporter.file_name();
+        let bytes = exporter.export(&input).with_context(|| format!("cannot build {name}"))?;
+        write_atomic(&dir.join(&name), &bytes)?;
     }
     Ok(summary)
 }
@@ -119,7 +130,7 @@ pub fn load_run(dir: &Path) -> Result<LoadedRun> {
 }
 
 /// A folder's display name (its last component, made file-name safe).
-fn folder_name(dir: &Path) -> String {
+pub fn folder_name(dir: &Path) -> String {
     let canonical = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
     let name = canonical.file_name().and_then(|n| n.to_str()).unwrap_or("other");
     name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' }).collect()
@@ -130,36 +141,11 @@ pub fn compare_file_name(other: &Path) -> String {
     format!("compare-{}.md", folder_name(other))
 }
 
-/// `turnbench report DIR [--compare OTHER]`.
-pub fn report_command(args: ReportArgs) -> Result<()> {
-    let run = load_run(&args.dir)?;
-    for w in &run.warnings {
-        eprintln!("warning: {w}");
-    }
-    let summary = write_reports(&run.dir, &run.records, &run.manifest)?;
-    println!("{}", console_summary(&summary));
-    println!("reports written to {}", run.dir.display());
-
-    if let Some(other_dir) = &args.compare {
-        let other = load_run(other_dir)?;
-        for w in &other.warnings {
-            eprintln!("warning: {w}");
-        }
-        let other_summary = summarize(&other.records, &other.manifest);
-        let cmp = compare(&folder_name(&run.dir), &summary, &folder_name(other_dir), &other_summary);
-        println!("{}", compare_table(&cmp));
-        let path = run.dir.join(compare_file_name(other_dir));
-        write_atomic(&path, compare_markdown(&cmp).as_bytes())?;
-        println!("comparison written to {}", path.display());
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::analysis::tests::{failed, rec};
-    use crate::record::Status;
+    use crate::core::record::Status;
 
     #[test]
     fn write_reports_writes_every_file() {
@@ -167,7 +153,10 @@ mod tests {
         let records = vec![rec("a", 1, 100.0, 200.0, 100, 0), failed("a", 2, Status::Stream, "cut")];
         let s = write_reports(tmp.path(), &records, &Manifest::default()).unwrap();
         assert_eq!(s.requests.failed, 1);
-        for e in all_exporters() {
+        let manifest = Manifest::default();
+        let summary = crate::analysis::summarize(&records, &manifest);
+        let input = ReportInput { records: &records, summary: &summary, manifest: &manifest, timeline: None };
+        for e in all_exporters().into_iter().filter(|e| e.applies(&input)) {
             assert!(tmp.path().join(e.file_name()).is_file(), "{}", e.file_name());
         }
         let leftovers: Vec<_> = walk(tmp.path()).into_iter().filter(|p| p.to_string_lossy().contains(".tmp-")).collect();
@@ -191,10 +180,10 @@ mod tests {
     fn missing_folder_is_a_usage_error() {
         let tmp = tempfile::tempdir().unwrap();
         let err = load_run(&tmp.path().join("nope")).err().unwrap();
-        assert_eq!(crate::error::exit_code(&err), 2);
+        assert_eq!(crate::core::error::exit_code(&err), 2);
         let err = load_run(tmp.path()).err().unwrap();
         assert!(err.to_string().contains("no turns.jsonl"), "{err}");
-        assert_eq!(crate::error::exit_code(&err), 2);
+        assert_eq!(crate::core::error::exit_code(&err), 2);
     }
 
     #[test]

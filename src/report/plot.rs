@@ -145,11 +145,8 @@ impl LineChart {
 pub struct TtftByTurnPlot(pub ImageFormat);
 
 impl Exporter for TtftByTurnPlot {
-    fn file_name(&self) -> &'static str {
-        match self.0 {
-            ImageFormat::Png => "plots/ttft_by_turn.png",
-            ImageFormat::Svg => "plots/ttft_by_turn.svg",
-        }
+    fn file_name(&self) -> String {
+        format!("plots/ttft_by_turn.{}", self.0.extension())
     }
 
     fn export(&self, input: &ReportInput) -> Result<Vec<u8>> {

@@ -1,7 +1,7 @@
 //! The simulator's chat template: ChatML, as vLLM renders it for `/v1/chat/completions` and
 //! `/tokenize` with `messages` (generation prompt added by default).
 
-use crate::workload::prompt::ChatMessage;
+use crate::core::ChatMessage;
 
 /// Renders `messages` as ChatML: `<|im_start|>{role}\n{content}<|im_end|>\n` per message, then
 /// `<|im_start|>assistant\n` when `add_generation_prompt`.

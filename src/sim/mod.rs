@@ -5,12 +5,24 @@
 //! - [`tokenizer`] and [`chat`] are pure and public: other modules use them to count the
 //!   simulator's tokens exactly.
 //! - [`SimConfig`] is resolved from built-in or file profiles (`configs/sim/*.toml`) plus flags.
-//! - [`spawn`] runs the server in-process on `127.0.0.1:0` (tests); [`serve_command`] is the CLI.
+//! - [`spawn`] runs the server in-process on `127.0.0.1:0` (tests); [`serve`] binds the configured
+//!   address and runs until a signal (`turnbench sim`).
+//! - The server, one idea a module: `api` (routes, request bodies, vLLM-shaped errors),
+//!   `admission` (`max_num_seqs` and the waiting queue), `jobs` (one generation, start to end),
+//!   `sse` (the answer, streamed or whole), `exposition` (`/metrics`), `histogram`, `errors`
+//!   (vLLM-shaped refusals) and `state` (what they share).
 
+mod admission;
+mod api;
 pub mod cache;
 pub mod chat;
+mod errors;
+mod exposition;
+mod histogram;
+mod jobs;
 pub mod latency;
-mod server;
+mod sse;
+mod state;
 pub mod tokenizer;
 
 use std::future::IntoFuture;
@@ -23,8 +35,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::cli::SimArgs;
-use crate::error::UsageError;
+use crate::core::config::{resolve_profile, ConfigSource};
+use crate::core::error::UsageError;
 pub use latency::LatencyModel;
 
 /// Built-in profiles, embedded so the binary works from any directory.
@@ -108,29 +120,20 @@ impl Profile {
             .map_err(|e| UsageError::new(format!("sim profile {origin}: {}", e.to_string().trim_end())).into())
     }
 
-    /// A built-in profile name, or a path to a TOML file (anything with `/`, `\` or `.toml`, or
-    /// an existing file).
-    pub fn load(name_or_path: &str) -> Result<Profile> {
-        if let Some((name, text)) = BUILTIN_PROFILES.iter().find(|(n, _)| *n == name_or_path) {
-            return Self::parse(text, &format!("configs/sim/{name}.toml (built-in)"));
-        }
-        let path = Path::new(name_or_path);
-        let looks_like_path =
-            name_or_path.contains('/') || name_or_path.contains('\\') || name_or_path.ends_with(".toml");
-        if looks_like_path || path.is_file() {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| UsageError::new(format!("sim profile {}: cannot read: {e}", path.display())))?;
-            return Self::parse(&text, &path.display().to_string());
-        }
-        let names: Vec<&str> = BUILTIN_PROFILES.iter().map(|(n, _)| *n).collect();
-        Err(UsageError::new(format!(
-            "unknown sim profile `{name_or_path}`: built-in profiles are {}; or give a path to a TOML file",
-            names.join(", ")
-        ))
-        .into())
+    /// A profile by name (`<config_dir>/sim/<name>.toml` when that file exists, else the
+    /// built-in one) or a path to a TOML file; also says which file was read.
+    pub fn resolve(config_dir: &Path, name_or_path: &str) -> Result<(Profile, ConfigSource)> {
+        let found = resolve_profile(config_dir, "sim", name_or_path, BUILTIN_PROFILES, "sim profile")?;
+        Ok((Self::parse(&found.text, &found.source.origin())?, found.source))
     }
 
-    fn apply(&self, c: &mut SimConfig) {
+    /// [`resolve`](Self::resolve) with the config folder `configs` of the working directory.
+    pub fn load(name_or_path: &str) -> Result<Profile> {
+        Self::resolve(Path::new("configs"), name_or_path).map(|(p, _)| p)
+    }
+
+    /// Overrides the values `other` sets.
+    pub fn apply(&self, c: &mut SimConfig) {
         if let Some(v) = &self.model_name {
             c.model_name = v.clone();
         }
@@ -170,39 +173,22 @@ impl SimConfig {
     pub fn instant() -> SimConfig {
         let mut c = SimConfig::default();
         // The built-in profile is part of the binary and tested; fall back to zeroing by hand.
-        match Profile::load("instant") {
+        let text = BUILTIN_PROFILES.iter().find(|(n, _)| *n == "instant").map_or("", |(_, t)| *t);
+        match Profile::parse(text, "configs/sim/instant.toml (built-in)") {
             Ok(p) => p.apply(&mut c),
             Err(_) => c.latency = LatencyModel::default(),
         }
         c
     }
 
-    /// Resolves `--profile` (default: `default`), then flags on top, then validates.
-    pub fn from_args(args: &SimArgs) -> Result<SimConfig> {
+    /// The profile (`default` when none is named), then `flags` on top, then validated.
+    pub fn resolve(config_dir: &Path, profile: Option<&str>, flags: &Profile) -> Result<(SimConfig, ConfigSource)> {
         let mut c = SimConfig::default();
-        Profile::load(args.profile.as_deref().unwrap_or("default"))?.apply(&mut c);
-        let flags = Profile {
-            model_name: args.model_name.clone(),
-            block_size: args.block_size,
-            kv_cache_blocks: args.kv_cache_blocks,
-            max_num_seqs: args.max_num_seqs,
-            max_waiting: args.max_waiting,
-            max_model_len: args.max_model_len,
-            enable_prefix_caching: args.no_prefix_caching.then_some(false),
-            default_max_tokens: args.default_max_tokens,
-            overhead_ms: args.overhead_ms,
-            prefill_ms_per_token: args.prefill_ms_per_token,
-            inter_token_ms: args.inter_token_ms,
-            load_slowdown: args.load_slowdown,
-            fail_rate: args.fail_rate,
-            drop_rate: args.drop_rate,
-            seed: args.seed,
-        };
+        let (profile, source) = Profile::resolve(config_dir, profile.unwrap_or("default"))?;
+        profile.apply(&mut c);
         flags.apply(&mut c);
-        c.host = args.host.clone();
-        c.port = args.port;
         c.validate()?;
-        Ok(c)
+        Ok((c, source))
     }
 
     /// Rejects settings the server cannot honour, as a [`UsageError`].
@@ -288,7 +274,7 @@ pub async fn spawn(config: SimConfig) -> Result<SimHandle> {
     let listener = TcpListener::bind("127.0.0.1:0").await.context("sim: cannot bind 127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let (tx, rx) = oneshot::channel::<()>();
-    let app = server::router(config);
+    let app = api::router(config);
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -299,11 +285,11 @@ pub async fn spawn(config: SimConfig) -> Result<SimHandle> {
     Ok(SimHandle { addr, shutdown: Some(tx), task: Some(task) })
 }
 
-/// `turnbench sim`: binds, prints the base URL as the first stdout line, serves until SIGINT or
-/// SIGTERM, then shuts down gracefully (open streams get a few seconds to finish).
-pub async fn serve_command(args: SimArgs) -> Result<()> {
+/// Binds `config`'s address, prints the base URL as the first stdout line, serves until SIGINT
+/// or SIGTERM, then shuts down gracefully (open streams get a few seconds to finish).
+pub async fn serve(config: SimConfig) -> Result<()> {
     use std::io::Write;
-    let config = SimConfig::from_args(&args)?;
+    config.validate()?;
     let listener = TcpListener::bind((config.host.as_str(), config.port))
         .await
         .with_context(|| format!("sim: cannot bind {}:{}", config.host, config.port))?;
@@ -323,7 +309,7 @@ pub async fn serve_command(args: SimArgs) -> Result<()> {
         config.max_num_seqs,
         config.max_model_len
     );
-    let app = server::router(config);
+    let app = api::router(config);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut graceful_rx = stop_rx.clone();
     let server = axum::serve(listener, app)
@@ -375,59 +361,26 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    fn args(extra: &[&str]) -> SimArgs {
-        let mut v = vec!["turnbench", "sim"];
-        v.extend_from_slice(extra);
-        match crate::cli::Cli::parse_from(v).command {
-            crate::cli::Command::Sim(a) => a,
-            _ => unreachable!(),
-        }
-    }
 
     #[test]
     fn builtin_profiles_parse() {
-        for (name, _) in BUILTIN_PROFILES {
-            Profile::load(name).unwrap();
+        for (name, text) in BUILTIN_PROFILES {
+            Profile::parse(text, name).unwrap();
         }
-        let d = SimConfig::from_args(&args(&[])).unwrap();
-        assert_eq!(d, SimConfig { port: 8000, ..SimConfig::default() });
         let i = SimConfig::instant();
         assert!(i.latency.prefill_is_zero() && i.latency.decode_is_zero());
     }
 
     #[test]
-    fn flags_override_profile() {
-        let c = SimConfig::from_args(&args(&[
-            "--profile",
-            "instant",
-            "--block-size",
-            "32",
-            "--no-prefix-caching",
-            "--model-name",
-            "m",
-        ]))
-        .unwrap();
-        assert_eq!(c.block_size, 32);
-        assert!(!c.enable_prefix_caching);
-        assert_eq!(c.model_name, "m");
-        assert_eq!(c.latency.inter_token_ms, 0.0);
-    }
-
-    #[test]
-    fn unknown_key_names_file_and_key() {
+    fn a_profile_in_the_config_dir_replaces_the_builtin() {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("mine.toml");
-        std::fs::write(&p, "block_size = 32\nturbo = true\n").unwrap();
-        let err = SimConfig::from_args(&args(&["--profile", p.to_str().unwrap()])).unwrap_err();
-        let msg = format!("{err:#}");
-        assert!(msg.contains("mine.toml") && msg.contains("turbo"), "{msg}");
-        assert_eq!(crate::error::exit_code(&err), 2);
-        let err = SimConfig::from_args(&args(&["--profile", "nope"])).unwrap_err();
-        assert!(format!("{err}").contains("instant"));
-        assert_eq!(crate::error::exit_code(&err), 2);
-        let err = SimConfig::from_args(&args(&["--fail-rate", "1.5"])).unwrap_err();
-        assert_eq!(crate::error::exit_code(&err), 2);
+        let (c, source) = SimConfig::resolve(dir.path(), None, &Profile::default()).unwrap();
+        assert!(source.builtin);
+        assert_eq!(c, SimConfig::default());
+        std::fs::create_dir_all(dir.path().join("sim")).unwrap();
+        std::fs::write(dir.path().join("sim/default.toml"), "overhead_ms = 400.0\n").unwrap();
+        let (c, source) = SimConfig::resolve(dir.path(), None, &Profile::default()).unwrap();
+        assert!(!source.builtin && source.path.ends_with("default.toml"), "{source:?}");
+        assert_eq!(c.latency.overhead_ms, 400.0);
     }
 }

@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use rand::{Rng, SeedableRng};
 
-use super::sources::{hash_file, plain_turn};
+use super::files::hash_file;
+use super::plain_turn;
 use super::{Attachment, Conversation, SourceFile};
-use crate::UsageError;
+use crate::core::UsageError;
 
 const CODE_EXTENSIONS: &[&str] =
     &["rs", "py", "js", "ts", "go", "c", "h", "cc", "cpp", "hpp", "java", "kt", "rb", "sh", "sql", "toml", "yaml", "yml", "json"];

@@ -7,12 +7,14 @@
 
 pub mod generate;
 pub mod load;
+pub mod positions;
 pub mod prompt;
 pub mod select;
 pub mod tokens;
 
 // Sources of multi-user workloads (`--workload`).
 pub mod docs;
+pub mod files;
 pub mod multiround;
 pub mod sharegpt;
 pub mod snapshot;
@@ -32,11 +34,7 @@ pub struct Suite {
     pub sources: Vec<SourceFile>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SourceFile {
-    pub path: String,
-    pub sha256: String,
-}
+pub use crate::core::results::SourceFile;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Conversation {
@@ -117,4 +115,9 @@ impl Conversation {
     pub fn uses_rag(&self) -> bool {
         self.turns.iter().any(|t| !t.rag.is_empty())
     }
+}
+
+/// A user turn with no attachment, RAG or recorded answer.
+pub fn plain_turn(user: impl Into<String>, max_tokens: u32) -> Turn {
+    Turn { user: user.into(), max_tokens: max_tokens.max(1), attachments: vec![], rag: vec![], assistant: None }
 }

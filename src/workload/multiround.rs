@@ -4,7 +4,7 @@
 //! and seeded: the same flags give the same conversations.
 
 use super::generate::{generate as generate_text, GeneratorKind};
-use super::sources::plain_turn;
+use super::plain_turn;
 use super::{Attachment, Conversation};
 
 #[derive(Debug, Clone, PartialEq)]

@@ -2,23 +2,10 @@
 //! of real answers. One builder serves the replayer (live answers) and selection (peak-context
 //! estimates), so both agree on what a turn's prompt is.
 
-use serde::{Deserialize, Serialize};
 
 use super::{Attachment, Conversation, Document, RagAction, RagPosition};
-use crate::record::RagPhase;
-
-/// One OpenAI chat message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChatMessage {
-    pub role: String,
-    pub content: String,
-}
-
-impl ChatMessage {
-    pub fn new(role: &str, content: impl Into<String>) -> Self {
-        Self { role: role.to_string(), content: content.into() }
-    }
-}
+use crate::core::chat::ChatMessage;
+use crate::core::record::RagPhase;
 
 /// What turn `i` sends, and its RAG context.
 #[derive(Debug, Clone, PartialEq)]

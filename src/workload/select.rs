@@ -8,10 +8,21 @@
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 
 use super::prompt::ConversationState;
-use super::tokens::TokenCounter;
+use super::tokens::CountTokens;
 use super::{Conversation, Suite};
-use crate::cli::SelectionArgs;
-use crate::error::UsageError;
+use crate::core::error::UsageError;
+
+/// Which conversations of a suite to replay (`--conversation`, `--include-tags`,
+/// `--exclude-tags`, `--context-size`, `--max-conversations`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct SelectionFilter {
+    /// Conversation ids; empty: all.
+    pub conversations: Vec<String>,
+    pub include_tags: Vec<String>,
+    pub exclude_tags: Vec<String>,
+    pub context_size: Option<u64>,
+    pub max_conversations: Option<usize>,
+}
 
 #[derive(Debug, Clone)]
 pub struct Selection {
@@ -21,6 +32,19 @@ pub struct Selection {
     pub dropped: Vec<Dropped>,
     /// True when `peak_tokens` are estimates (no server tokenizer).
     pub estimated: bool,
+}
+
+impl Selection {
+    /// Every conversation chosen, none dropped (generated workloads: no peak was counted).
+    pub fn all(conversations: Vec<Conversation>, estimated: bool) -> Self {
+        let chosen = conversations.into_iter().map(|conversation| Candidate { conversation, peak_tokens: 0, fits: true }).collect();
+        Selection { chosen, dropped: vec![], estimated }
+    }
+
+    /// The chosen conversations, in order.
+    pub fn conversations(&self) -> Vec<Conversation> {
+        self.chosen.iter().map(|c| c.conversation.clone()).collect()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -40,7 +64,7 @@ pub struct Dropped {
 }
 
 /// Applies `args`' filters to `suite`, counting peak context with `counter`.
-pub async fn select(suite: &Suite, args: &SelectionArgs, counter: &TokenCounter) -> anyhow::Result<Selection> {
+pub async fn select(suite: &Suite, args: &SelectionFilter, counter: &dyn CountTokens) -> anyhow::Result<Selection> {
     let mut dropped = Vec::new();
     let mut steps: Vec<String> = Vec::new();
     let mut remaining: Vec<&Conversation> = suite.conversations.iter().collect();
@@ -147,7 +171,7 @@ fn filter(
 ///
 /// Counted as the prompt with empty answers plus the earlier turns' `max_tokens`, so one count
 /// per turn suffices and no placeholder text has to be invented.
-pub async fn peak_tokens(conversation: &Conversation, counter: &TokenCounter) -> anyhow::Result<u64> {
+pub async fn peak_tokens(conversation: &Conversation, counter: &dyn CountTokens) -> anyhow::Result<u64> {
     let mut state = ConversationState::new(conversation);
     let mut earlier_answers = 0u64;
     let mut peak = 0;

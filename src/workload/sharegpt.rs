@@ -10,9 +10,10 @@ use anyhow::Result;
 use serde_json::Value;
 
 use super::generate::estimate_tokens;
-use super::sources::{plain_turn, read_json_list};
+use super::files::read_json_list;
+use super::plain_turn;
 use super::Conversation;
-use crate::UsageError;
+use crate::core::UsageError;
 
 /// One message of an imported conversation: (role, text), roles normalised to
 /// `system` / `user` / `assistant`.

@@ -10,9 +10,10 @@ use std::path::Path;
 use anyhow::Result;
 
 use super::generate::estimate_tokens;
-use super::sources::{plain_turn, read_json_list};
+use super::files::read_json_list;
+use super::plain_turn;
 use super::Conversation;
-use crate::UsageError;
+use crate::core::UsageError;
 
 pub fn load_snapshot(path: &Path, default_max_tokens: u32) -> Result<Vec<Conversation>> {
     let mut out = Vec::new();

@@ -1,67 +1,118 @@
-//! Conversation sources of multi-user runs (`--workload`): the suite, or one of the generators
-//! and importers next to this module. Files are read (and their errors reported) before any
-//! server starts; suite selection needs the server's tokenizer, so conversations are produced
-//! once the server is up.
+//! Conversation sources (`--workload`): the suite, or one of the generators and importers next
+//! to this module. Files are read (and their errors reported) when the plan is built, before any
+//! server starts; suite selection is checked then with estimated counts and made final once the
+//! server's tokenizer is up.
+
+use std::path::PathBuf;
 
 use anyhow::Result;
 
-use super::select::select;
-use super::tokens::TokenCounter;
+use super::select::{select, Selection, SelectionFilter};
+use super::tokens::CountTokens;
 use super::{load::load_suite, Conversation, SourceFile, Suite};
-use crate::cli::{RunArgs, WorkloadKind};
-use crate::client::Client;
-use crate::replay::ServerInfo;
-use crate::UsageError;
+use crate::core::UsageError;
+
+/// Where the conversations of a run come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkloadKind {
+    /// The conversation suite (`data`, `rag_data`) and its selection.
+    Suite,
+    /// A folder of documents: code or text by extension, N conversations × T turns.
+    Docs,
+    /// Multi-round QA: shared system prompt, per-user history, synthetic and seeded.
+    Multiround,
+    /// Synthetic conversations generated from text files by a JSON config.
+    Synthetic,
+    /// A ShareGPT JSON file.
+    Sharegpt,
+    /// A JSON/JSONL file of OpenAI `messages` lists.
+    Openai,
+    /// Snapshot dataset of `{prompt_content, cut_chat_history}`, sent as recorded.
+    Snapshot,
+}
+
+impl WorkloadKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkloadKind::Suite => "suite",
+            WorkloadKind::Docs => "docs",
+            WorkloadKind::Multiround => "multiround",
+            WorkloadKind::Synthetic => "synthetic",
+            WorkloadKind::Sharegpt => "sharegpt",
+            WorkloadKind::Openai => "openai",
+            WorkloadKind::Snapshot => "snapshot",
+        }
+    }
+}
+
+/// Everything that says which conversations a run replays.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct WorkloadSpec {
+    pub kind: WorkloadKind,
+    /// The suite and its documents (`--data`, `--rag-data`).
+    pub data: PathBuf,
+    pub rag_data: PathBuf,
+    /// Input of the other kinds (`--workload-path`).
+    pub path: Option<PathBuf>,
+    pub users: usize,
+    pub rounds: usize,
+    pub system_tokens: usize,
+    pub history_tokens: usize,
+    pub answer_tokens: u32,
+    pub seed: u64,
+}
 
 /// A workload read from disk, ready to produce conversations.
+#[derive(Debug, Clone)]
 pub enum Source {
     Suite(Suite),
     Generated { conversations: Vec<Conversation>, files: Vec<SourceFile> },
 }
 
 impl Source {
-    pub fn load(args: &RunArgs) -> Result<Self> {
-        let l = &args.load;
+    /// Reads (and checks) the workload's files: every data error surfaces here.
+    pub fn load(spec: &WorkloadSpec) -> Result<Self> {
         let path = || {
-            l.workload_path
+            spec.path
                 .clone()
-                .ok_or_else(|| UsageError::new(format!("--workload {:?} needs --workload-path", l.workload).to_lowercase()))
+                .ok_or_else(|| UsageError::new(format!("--workload {} needs --workload-path", spec.kind.name())))
         };
         let generated = |conversations: Vec<Conversation>, files: Vec<SourceFile>| Source::Generated { conversations, files };
-        Ok(match l.workload {
-            WorkloadKind::Suite => Source::Suite(load_suite(&args.selection.data, &args.selection.rag_data)?),
+        Ok(match spec.kind {
+            WorkloadKind::Suite => Source::Suite(load_suite(&spec.data, &spec.rag_data)?),
             WorkloadKind::Multiround => generated(
                 super::multiround::generate(&super::multiround::MultiRound {
-                    users: l.users,
-                    rounds: l.rounds,
-                    system_tokens: l.system_tokens,
-                    history_tokens: l.history_tokens,
-                    answer_tokens: l.answer_tokens,
-                    seed: args.seed,
+                    users: spec.users,
+                    rounds: spec.rounds,
+                    system_tokens: spec.system_tokens,
+                    history_tokens: spec.history_tokens,
+                    answer_tokens: spec.answer_tokens,
+                    seed: spec.seed,
                 }),
                 vec![],
             ),
             WorkloadKind::Docs => {
                 let p = path()?;
-                let (c, files) = super::docs::generate(&p, l.users, l.rounds, l.answer_tokens, args.seed)?;
+                let (c, files) = super::docs::generate(&p, spec.users, spec.rounds, spec.answer_tokens, spec.seed)?;
                 generated(c, files)
             }
             WorkloadKind::Synthetic => {
                 let p = path()?;
-                let (c, files) = super::synthetic::generate_from_config(&p, args.seed)?;
+                let (c, files) = super::synthetic::generate_from_config(&p, spec.seed)?;
                 generated(c, files)
             }
             WorkloadKind::Sharegpt => {
                 let p = path()?;
-                generated(super::sharegpt::load_sharegpt(&p, l.answer_tokens)?, vec![hash_file(&p)?])
+                generated(super::sharegpt::load_sharegpt(&p, spec.answer_tokens)?, vec![super::files::hash_file(&p)?])
             }
             WorkloadKind::Openai => {
                 let p = path()?;
-                generated(super::sharegpt::load_openai(&p, l.answer_tokens)?, vec![hash_file(&p)?])
+                generated(super::sharegpt::load_openai(&p, spec.answer_tokens)?, vec![super::files::hash_file(&p)?])
             }
             WorkloadKind::Snapshot => {
                 let p = path()?;
-                generated(super::snapshot::load_snapshot(&p, l.answer_tokens)?, vec![hash_file(&p)?])
+                generated(super::snapshot::load_snapshot(&p, spec.answer_tokens)?, vec![super::files::hash_file(&p)?])
             }
         })
     }
@@ -73,63 +124,17 @@ impl Source {
         }
     }
 
-    /// The conversations to replay (suite: after `--include-tags`, `--context-size`, … selection).
-    pub async fn conversations(self, args: &RunArgs, client: &Client, server: &ServerInfo) -> Result<Vec<Conversation>> {
+    /// The conversations to replay, counted with `counter`: a suite after selection by
+    /// `filter`; generated conversations as they are (with every one listed as chosen).
+    pub async fn select(&self, filter: &SelectionFilter, counter: &dyn CountTokens) -> Result<Selection> {
         match self {
-            Source::Generated { conversations, .. } => Ok(conversations),
-            Source::Suite(suite) => {
-                let counter = if server.has_tokenize {
-                    TokenCounter::Server {
-                        client: client.http().clone(),
-                        base_url: server.base_url.clone(),
-                        model: Some(server.model.clone()),
-                        api_key: args.api_key.clone(),
-                    }
-                } else {
-                    TokenCounter::Estimate
-                };
-                let selection = select(&suite, &args.selection, &counter).await?;
-                for dropped in &selection.dropped {
-                    eprintln!("skipped {}: {}", dropped.id, dropped.reason);
+            Source::Suite(suite) => select(suite, filter, counter).await,
+            Source::Generated { conversations, .. } => {
+                if conversations.is_empty() {
+                    return Err(UsageError::new("the workload has no conversation to replay").into());
                 }
-                Ok(selection.chosen.into_iter().map(|c| c.conversation).collect())
+                Ok(Selection::all(conversations.clone(), counter.is_estimate()))
             }
         }
     }
-}
-
-/// A data file's path and SHA-256, for the manifest.
-pub fn hash_file(path: &std::path::Path) -> Result<SourceFile> {
-    use sha2::{Digest, Sha256};
-    let bytes = std::fs::read(path).map_err(|e| UsageError::new(format!("cannot read {}: {e}", path.display())))?;
-    Ok(SourceFile {
-        path: path.display().to_string(),
-        sha256: Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect(),
-    })
-}
-
-/// A user turn with no attachment, RAG or recorded answer.
-pub fn plain_turn(user: impl Into<String>, max_tokens: u32) -> super::Turn {
-    super::Turn { user: user.into(), max_tokens: max_tokens.max(1), attachments: vec![], rag: vec![], assistant: None }
-}
-
-/// Reads a JSON file, or a JSONL file (one value per line), as a list of values.
-pub fn read_json_list(path: &std::path::Path) -> Result<Vec<serde_json::Value>> {
-    let text = std::fs::read_to_string(path).map_err(|e| UsageError::new(format!("cannot read {}: {e}", path.display())))?;
-    let trimmed = text.trim_start();
-    if trimmed.starts_with('[') {
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| UsageError::new(format!("{}:{}:{}: {e}", path.display(), e.line(), e.column())))?;
-        return Ok(v.as_array().cloned().unwrap_or_default());
-    }
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v = serde_json::from_str(line)
-            .map_err(|e| UsageError::new(format!("{}:{}:{}: {e}", path.display(), i + 1, e.column())))?;
-        out.push(v);
-    }
-    Ok(out)
 }

@@ -17,9 +17,10 @@ use anyhow::Result;
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 
-use super::sources::{hash_file, plain_turn};
+use super::files::hash_file;
+use super::plain_turn;
 use super::{Conversation, SourceFile};
-use crate::UsageError;
+use crate::core::UsageError;
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

@@ -6,81 +6,44 @@
 //! is good to roughly ±25 % on English and code with modern tokenizers, which is enough to pick
 //! conversations that fit a context window; reports label it as an estimate.
 //!
-//! The server count asks vLLM's `POST /tokenize` with the chat messages, so it is exact for the
-//! served model and its chat template.
+//! The server count (`crate::client::api::ServerTokenizer`) asks vLLM's `POST /tokenize` with the
+//! chat messages, so it is exact for the served model and its chat template.
 
-use anyhow::{bail, Context};
-use serde::Deserialize;
+use futures_util::future::BoxFuture;
 
 use super::generate::estimate_tokens;
-use super::prompt::ChatMessage;
+use crate::core::ChatMessage;
 
 /// Tokens the estimate adds per message for the chat template's role markers.
 pub const ESTIMATE_MESSAGE_OVERHEAD: u64 = 4;
 /// Tokens the estimate adds once for the generation prompt (`<|assistant|>` or similar).
 pub const ESTIMATE_GENERATION_PROMPT: u64 = 3;
 
-#[derive(Debug, Clone)]
-pub enum TokenCounter {
-    /// `ceil(chars/4)` per message plus a small per-message overhead.
-    Estimate,
-    /// vLLM's `POST {base_url}/tokenize` (the server root, not `/v1`).
-    Server { client: reqwest::Client, base_url: String, model: Option<String>, api_key: Option<String> },
-}
-
-#[derive(Deserialize)]
-struct TokenizeResponse {
-    count: u64,
-}
-
-impl TokenCounter {
-    /// A server counter. A trailing `/` or `/v1` on `base_url` is dropped: `/tokenize` lives at
-    /// the server root.
-    pub fn server(base_url: &str, model: Option<String>, api_key: Option<String>) -> Self {
-        let mut base = base_url.trim_end_matches('/');
-        if let Some(stripped) = base.strip_suffix("/v1") {
-            base = stripped;
-        }
-        TokenCounter::Server { client: reqwest::Client::new(), base_url: base.to_string(), model, api_key }
-    }
-
+/// Something that counts the prompt tokens of chat messages: [`Estimate`] here, the server's
+/// `/tokenize` in `crate::client::api::ServerTokenizer`.
+pub trait CountTokens: Sync {
     /// Prompt tokens of `messages` as sent with `add_generation_prompt`.
-    pub async fn count_messages(&self, messages: &[ChatMessage]) -> anyhow::Result<u64> {
-        match self {
-            TokenCounter::Estimate => Ok(estimate_messages(messages)),
-            TokenCounter::Server { client, base_url, model, api_key } => {
-                let url = format!("{base_url}/tokenize");
-                let mut body = serde_json::json!({ "messages": messages, "add_generation_prompt": true });
-                if let Some(model) = model {
-                    body["model"] = serde_json::Value::String(model.clone());
-                }
-                let mut request = client.post(&url).json(&body);
-                if let Some(key) = api_key {
-                    request = request.bearer_auth(key);
-                }
-                let response = request.send().await.with_context(|| format!("POST {url}"))?;
-                let status = response.status();
-                if !status.is_success() {
-                    let text = response.text().await.unwrap_or_default();
-                    let text: String = text.chars().take(300).collect();
-                    bail!("POST {url}: HTTP {status}: {text}");
-                }
-                let parsed: TokenizeResponse =
-                    response.json().await.with_context(|| format!("POST {url}: response has no numeric `count`"))?;
-                Ok(parsed.count)
-            }
-        }
+    fn count_messages<'a>(&'a self, messages: &'a [ChatMessage]) -> BoxFuture<'a, anyhow::Result<u64>>;
+    fn is_estimate(&self) -> bool;
+    /// Says which tokenizer counted, for listings and reports.
+    fn describe(&self) -> &str;
+}
+
+/// `ceil(chars/4)` per message plus a small per-message overhead.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Estimate;
+
+impl CountTokens for Estimate {
+    fn count_messages<'a>(&'a self, messages: &'a [ChatMessage]) -> BoxFuture<'a, anyhow::Result<u64>> {
+        Box::pin(async move { Ok(estimate_messages(messages)) })
     }
 
-    pub fn is_estimate(&self) -> bool {
-        matches!(self, TokenCounter::Estimate)
+    fn is_estimate(&self) -> bool {
+        true
     }
 
-    pub fn describe(&self) -> &str {
-        match self {
-            TokenCounter::Estimate => "estimate (~4 chars/token)",
-            TokenCounter::Server { .. } => "server /tokenize",
-        }
+    fn describe(&self) -> &str {
+        "estimate (~4 chars/token)"
     }
 }
 
@@ -97,17 +60,9 @@ mod tests {
     #[tokio::test]
     async fn estimate_is_chars_over_four_plus_overheads() {
         let messages = vec![ChatMessage::new("system", "abcde"), ChatMessage::new("user", "abcd")];
-        let n = TokenCounter::Estimate.count_messages(&messages).await.unwrap();
+        let n = Estimate.count_messages(&messages).await.unwrap();
         assert_eq!(n, 2 + 1 + 2 * ESTIMATE_MESSAGE_OVERHEAD + ESTIMATE_GENERATION_PROMPT);
-        assert!(TokenCounter::Estimate.is_estimate());
-        assert_eq!(TokenCounter::Estimate.describe(), "estimate (~4 chars/token)");
-    }
-
-    #[test]
-    fn server_base_url_drops_v1() {
-        let TokenCounter::Server { base_url, .. } = TokenCounter::server("http://h:8000/v1/", None, None) else {
-            panic!()
-        };
-        assert_eq!(base_url, "http://h:8000");
+        assert!(Estimate.is_estimate());
+        assert_eq!(Estimate.describe(), "estimate (~4 chars/token)");
     }
 }

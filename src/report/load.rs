@@ -1,42 +1,17 @@
-//! Human-readable output of multi-user runs: the live progress line, the console table, the
-//! Markdown section of `report.md`, and the plots against load (`plots/load_*.{png,svg}`).
-//! Everything but [`write_plots`] is a pure function returning text or bytes.
+//! Human-readable output of multi-user runs: the console table, the Markdown section of
+//! `report.md`, and the charts against load (`plots/load_*.{png,svg}`). Pure functions.
 
 use std::fmt::Write as _;
-use std::path::Path;
 
-use anyhow::Result;
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::Table;
 
-use super::analysis::{at, error_kind, LevelSummary, LoadSummary, Percentile};
-use crate::analysis::{percentile_sorted, sorted_finite};
-use crate::record::TurnRecord;
-use crate::report::fmt::{f1, md_table, opt, pct};
-use crate::report::plot::{ImageFormat, LineChart, Series};
-use crate::results::write_atomic;
+use super::fmt::{f1, md_table, opt, pct};
+use anyhow::{anyhow, Result};
 
-/// One line every `--log-interval`: what completed since the last line.
-pub fn progress_line(level: &str, fresh: &[TurnRecord], interval_s: f64) -> String {
-    let measured: Vec<&TurnRecord> = fresh.iter().filter(|r| !r.warmup).collect();
-    let ttft = sorted_finite(measured.iter().filter(|r| r.status.is_ok()).filter_map(|r| r.derived.ttft_ms));
-    let failed: Vec<&&TurnRecord> = measured.iter().filter(|r| !r.status.is_ok()).collect();
-    let mut kinds = std::collections::BTreeMap::<String, usize>::new();
-    for r in &failed {
-        *kinds.entry(error_kind(r)).or_default() += 1;
-    }
-    let errors = if kinds.is_empty() {
-        "0".to_string()
-    } else {
-        kinds.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
-    };
-    format!(
-        "[{level}] {:.1} req/s, TTFT p50 {} ms p99 {} ms, errors: {errors}",
-        if interval_s > 0.0 { measured.len() as f64 / interval_s } else { 0.0 },
-        f1(percentile_sorted(&ttft, 50.0)),
-        f1(percentile_sorted(&ttft, 99.0)),
-    )
-}
+use super::plot::{ImageFormat, LineChart, Series};
+use super::{Exporter, ReportInput};
+use crate::analysis::load::{at, LevelSummary, LoadSummary, Percentile};
 
 fn target(l: &LevelSummary) -> String {
     match (l.target_qps, l.concurrency) {
@@ -234,28 +209,30 @@ pub fn charts(load: &LoadSummary) -> Vec<(&'static str, LineChart)> {
     ]
 }
 
-/// Writes every chart of [`charts`] as `plots/<stem>.png` and `.svg`, atomically.
-pub fn write_plots(dir: &Path, load: &LoadSummary) -> Result<()> {
-    for (stem, chart) in charts(load) {
-        for format in [ImageFormat::Png, ImageFormat::Svg] {
-            let bytes = chart.render(format)?;
-            write_atomic(&dir.join("plots").join(format!("{stem}.{}", format.extension())), &bytes)?;
-        }
-    }
-    Ok(())
+/// File stems of the charts against load (`plots/<stem>.{png,svg}`).
+pub const LOAD_PLOTS: [&str; 4] = ["load_rate", "load_ttft", "load_e2e", "load_tokens"];
+
+/// One chart against load of a multi-user run.
+pub struct LoadPlot {
+    pub stem: &'static str,
+    pub format: ImageFormat,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::record::Status;
+impl Exporter for LoadPlot {
+    fn file_name(&self) -> String {
+        format!("plots/{}.{}", self.stem, self.format.extension())
+    }
 
-    #[test]
-    fn progress_line_counts_rate_and_errors() {
-        let mut ok = TurnRecord::default();
-        ok.derived.ttft_ms = Some(10.0);
-        let failed = TurnRecord { status: Status::Http5xx, http_status: Some(503), ..Default::default() };
-        let line = progress_line("qps-5", &[ok.clone(), ok, failed], 2.0);
-        assert!(line.contains("1.5 req/s") && line.contains("http_503 1") && line.contains("p50 10.0"), "{line}");
+    fn applies(&self, input: &ReportInput) -> bool {
+        input.summary.load.is_some()
+    }
+
+    fn export(&self, input: &ReportInput) -> Result<Vec<u8>> {
+        let load = input.summary.load.as_ref().ok_or_else(|| anyhow!("not a multi-user run"))?;
+        let (_, chart) = super::load::charts(load)
+            .into_iter()
+            .find(|(stem, _)| *stem == self.stem)
+            .ok_or_else(|| anyhow!("no chart {}", self.stem))?;
+        chart.render(self.format)
     }
 }

@@ -8,10 +8,17 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::workload::SourceFile;
+use super::config::ConfigSource;
 
 pub const MANIFEST_FILE: &str = "manifest.json";
 pub const TURNS_FILE: &str = "turns.jsonl";
+
+/// A data file a run read, by path and content hash.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SourceFile {
+    pub path: String,
+    pub sha256: String,
+}
 
 /// What a run was: written first as `manifest.json`, read back by `turnbench report`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -37,6 +44,9 @@ pub struct Manifest {
     /// True when token counts used for selection are estimates, not the model's tokenizer.
     pub token_counts_estimated: bool,
     pub datasets: Vec<SourceFile>,
+    /// Profiles the run read (vLLM, simulator): the file or built-in copy, and its SHA-256.
+    #[serde(default)]
+    pub configs: Vec<ConfigSource>,
     pub seed: u64,
     /// Run settings as resolved (flags and defaults), secrets redacted.
     pub settings: serde_json::Value,

@@ -14,9 +14,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::{percentile_sorted, sorted_finite, Stats};
-use crate::record::TurnRecord;
-use crate::results::Manifest;
+use super::stats::{percentile_sorted, sorted_finite, Stats};
+use crate::core::record::TurnRecord;
+use crate::core::results::Manifest;
 use crate::schedule::LevelWindow;
 
 /// Key of the multi-user settings inside `manifest.settings`.
@@ -320,7 +320,7 @@ fn recommend(saturation: Option<&Saturation>, sustainable: Option<&LevelSummary>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::Status;
+    use crate::core::record::Status;
 
     fn rec(level: &str, turn: u32, sched: f64, sent: f64, end: f64, status: Status) -> TurnRecord {
         let mut r = TurnRecord { level: Some(level.into()), turn, status, ..Default::default() };

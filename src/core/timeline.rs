@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::results::write_atomic;
+use crate::core::results::write_atomic;
 
 pub const TIMELINE_FILE: &str = "timeline.csv";
 pub const TIMELINE_HEADER: &str = "t_ms,test,source,metric,device,value";

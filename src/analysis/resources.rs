@@ -1,36 +1,17 @@
 //! Pure joins of records and timeline: what the machine did during each turn
 //! ([`TurnResources`], joined onto the records at report time) and during each test
-//! ([`ResourceSummary`], the `resources` section of `summary.json`), plus the report section and
-//! the timeline plot. Both inputs use the run's clock, so joining is comparing times.
+//! ([`ResourceSummary`], the `resources` section of `summary.json`). Both inputs use the run's
+//! clock, so joining is comparing times.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::path::Path;
 
-use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use super::timeline::{metric, source, Sample, Timeline};
-use crate::record::TurnRecord;
-use crate::report::plot::{ImageFormat, LineChart, Series};
-use crate::results::write_atomic;
+use crate::core::record::{TurnRecord, TurnResources};
+use crate::core::timeline::{metric, source, Sample, Timeline};
 
 /// A window with no sample inside borrows the first sample after it, up to this long after.
 const NEXT_SAMPLE_MS: f64 = 2000.0;
-
-/// What the machine did while one request was in flight (`sent_ms` … `end_ms`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct TurnResources {
-    /// Mean / max GPU SM utilization over the devices' samples in the window.
-    pub gpu_util_mean_pct: Option<f64>,
-    pub gpu_util_max_pct: Option<f64>,
-    /// Peak of the GPU memory in use (all devices summed per tick).
-    pub gpu_memory_peak_mib: Option<f64>,
-    /// Mean CPU of the engine's process tree (100 = one core).
-    pub engine_cpu_mean_pct: Option<f64>,
-    /// Peak `vllm:kv_cache_usage_perc` × 100.
-    pub kv_cache_usage_max_pct: Option<f64>,
-}
 
 /// One series as sorted `(t_ms, value)` points.
 #[derive(Debug, Default)]
@@ -207,96 +188,16 @@ pub fn summarize_resources(records: &[TurnRecord], timeline: &Timeline) -> Resou
     ResourceSummary { gpu_sampled: timeline.samples.iter().any(|s| s.source == source::GPU), tests: out }
 }
 
-fn cell(v: Option<f64>, digits: usize) -> String {
-    v.map(|x| format!("{x:.digits$}")).unwrap_or_else(|| "–".into())
-}
-
-/// The "Resources" section of `report.md`.
-pub fn markdown_section(r: &ResourceSummary) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "## Resources\n");
-    if !r.gpu_sampled {
-        let _ = writeln!(out, "GPU metrics unavailable for this run (no NVML); CPU, memory and server gauges only.\n");
-    }
-    let _ = writeln!(
-        out,
-        "| test | conversation | ticks | system CPU % | engine CPU % mean / max | engine RSS MiB | GPU util % mean / max | GPU mem peak MiB | KV cache max % | preemptions | GPU release s |"
-    );
-    let _ = writeln!(out, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for t in &r.tests {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} / {} | {} | {} / {} | {} | {} | {} | {} |",
-            t.test,
-            t.conversation_id.as_deref().unwrap_or("–"),
-            t.samples,
-            cell(t.system_cpu_mean_pct, 1),
-            cell(t.engine_cpu_mean_pct, 1),
-            cell(t.engine_cpu_max_pct, 1),
-            cell(t.engine_rss_peak_mib, 0),
-            cell(t.gpu_util_mean_pct, 1),
-            cell(t.gpu_util_max_pct, 1),
-            cell(t.gpu_memory_peak_mib, 0),
-            cell(t.kv_cache_usage_max_pct, 1),
-            cell(t.preemptions, 0),
-            cell(t.gpu_release_ms.map(|ms| ms / 1000.0), 2),
-        );
-    }
-    let _ = writeln!(
-        out,
-        "\nSamples: `timeline.csv`; per-turn GPU and engine CPU during each request: `turns.csv` (`gpu_util_mean_pct`, …); over time: `plots/timeline.png`.\n"
-    );
-    out
-}
-
-/// CPU %, GPU utilization % and KV-cache usage % over the run (seconds on the run clock).
-pub fn timeline_chart(timeline: &Timeline) -> LineChart {
-    let mut series = Vec::new();
-    let mut add = |label: String, pred: &dyn Fn(&Sample) -> bool| {
-        let points: Vec<(f64, f64)> = timeline.samples.iter().filter(|s| pred(s)).map(|s| (s.t_ms / 1000.0, s.value)).collect();
-        if !points.is_empty() {
-            series.push(Series { label, points });
-        }
-    };
-    add("system CPU %".into(), &|s| s.source == source::SYSTEM && s.metric == metric::CPU_PCT && s.device == "all");
-    add("engine CPU % (100 = 1 core)".into(), &|s| s.source == source::ENGINE && s.metric == metric::CPU_PCT);
-    let mut gpus: Vec<&str> = timeline
-        .samples
-        .iter()
-        .filter(|s| s.source == source::GPU && s.metric == metric::UTIL_SM_PCT)
-        .map(|s| s.device.as_str())
-        .collect();
-    gpus.sort();
-    gpus.dedup();
-    for g in gpus {
-        add(format!("GPU util % ({g})"), &|s| s.source == source::GPU && s.metric == metric::UTIL_SM_PCT && s.device == g);
-    }
-    add("KV-cache usage %".into(), &|s| s.source == source::SERVER && s.metric == metric::KV_CACHE_USAGE_PCT);
-    LineChart { title: "Timeline".into(), x_label: "run time (s)".into(), y_label: "%".into(), series }
-}
-
-pub const TIMELINE_PLOT: &str = "plots/timeline";
-
-/// Writes `plots/timeline.{png,svg}` into `dir`, atomically.
-pub fn write_timeline_plots(dir: &Path, timeline: &Timeline) -> Result<()> {
-    let chart = timeline_chart(timeline);
-    for format in [ImageFormat::Png, ImageFormat::Svg] {
-        let bytes = chart.render(format)?;
-        write_atomic(&dir.join(format!("{TIMELINE_PLOT}.{}", format.extension())), &bytes)?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::record::RequestTiming;
+    use crate::core::record::RequestTiming;
 
     fn s(t: f64, test: u32, src: &str, m: &str, dev: &str, v: f64) -> Sample {
         Sample::new(t, test, src, m, dev, v)
     }
 
-    fn record(test: u32, sent: f64, end: f64) -> TurnRecord {
+    pub(crate) fn record(test: u32, sent: f64, end: f64) -> TurnRecord {
         TurnRecord {
             test,
             conversation_id: format!("c{test}"),
@@ -305,7 +206,7 @@ mod tests {
         }
     }
 
-    fn timeline() -> Timeline {
+    pub(crate) fn timeline() -> Timeline {
         let mut samples = Vec::new();
         for (i, t) in [100.0, 200.0, 300.0, 400.0].into_iter().enumerate() {
             samples.push(s(t, 1, "gpu", "util_sm_pct", "gpu0", 10.0 * (i + 1) as f64));
@@ -352,11 +253,5 @@ mod tests {
         assert_eq!(t.gpu_memory_peak_mib, Some(1503.0));
         assert_eq!(t.preemptions, Some(3.0));
         assert_eq!(t.gpu_release_ms, Some(1500.0));
-        let md = markdown_section(&r);
-        assert!(md.contains("## Resources"), "{md}");
-        assert!(md.contains("| 1 | c1 | 4 | 50.0 | 100.0 / 100.0 |"), "{md}");
-        let chart = timeline_chart(&timeline());
-        let labels: Vec<&str> = chart.series.iter().map(|s| s.label.as_str()).collect();
-        assert_eq!(labels, ["system CPU %", "engine CPU % (100 = 1 core)", "GPU util % (gpu0)", "GPU util % (gpu1)"]);
     }
 }

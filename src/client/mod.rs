@@ -9,24 +9,18 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::record::{RequestTiming, Status, TurnRecord, Usage};
-use crate::workload::prompt::ChatMessage;
+pub mod api;
+pub mod metrics;
 
-/// The run's monotonic origin: every recorded instant is milliseconds since it.
-#[derive(Debug, Clone, Copy)]
-pub struct RunClock {
-    origin: Instant,
-}
+use crate::core::record::{RequestTiming, Status, TurnRecord, Usage};
+pub use crate::core::RunClock;
+use crate::core::ChatMessage;
 
-impl RunClock {
-    pub fn start() -> Self {
-        Self { origin: Instant::now() }
-    }
-    pub fn ms(&self, at: Instant) -> f64 {
-        at.saturating_duration_since(self.origin).as_secs_f64() * 1000.0
-    }
-    pub fn now_ms(&self) -> f64 {
-        self.ms(Instant::now())
+/// `req` with `Authorization: Bearer <key>` when there is a key.
+pub fn authed(req: reqwest::RequestBuilder, api_key: Option<&str>) -> reqwest::RequestBuilder {
+    match api_key {
+        Some(key) => req.bearer_auth(key),
+        None => req,
     }
 }
 
@@ -224,10 +218,7 @@ impl Client {
         outcome: &mut ChatOutcome,
         first_token_deadline: Instant,
     ) -> Result<(), Failure> {
-        let mut req = self.http.post(url).json(body);
-        if let Some(key) = &self.config.api_key {
-            req = req.bearer_auth(key);
-        }
+        let req = authed(self.http.post(url).json(body), self.config.api_key.as_deref());
         let response = tokio::time::timeout_at(first_token_deadline, req.send())
             .await
             .map_err(|_| first_token_timeout(&self.config))?

@@ -122,10 +122,7 @@ impl ServerSnapshot {
 /// Scrapes `/metrics` of a server. Errors when the endpoint is missing or not Prometheus text.
 pub async fn scrape(http: &reqwest::Client, base_url: &str, api_key: Option<&str>) -> Result<ServerSnapshot> {
     let url = format!("{}/metrics", base_url.trim_end_matches('/'));
-    let mut req = http.get(&url);
-    if let Some(key) = api_key {
-        req = req.bearer_auth(key);
-    }
+    let req = super::authed(http.get(&url), api_key);
     let resp = req.send().await.with_context(|| format!("GET {url}"))?;
     let status = resp.status();
     anyhow::ensure!(status.is_success(), "GET {url}: HTTP {status}");

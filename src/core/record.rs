@@ -12,9 +12,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-/// Version of the `TurnRecord` / `turns.jsonl` format.
-pub const RECORD_SCHEMA_VERSION: u32 = 1;
-
 /// Outcome of one request (DESIGN §5).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
@@ -216,11 +213,25 @@ pub struct TurnRecord {
     /// GPU / engine CPU during the request, joined from `timeline.csv` at report time (never
     /// written to `turns.jsonl` by the run itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<crate::metrics::resources::TurnResources>,
+    pub resources: Option<TurnResources>,
     /// The prompt turnbench rendered itself (`--prompt-mode completion`); absent in chat mode,
     /// where the server applies its template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt: Option<RenderedPrompt>,
+}
+
+/// What the machine did while one request was in flight (`sent_ms` … `end_ms`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TurnResources {
+    /// Mean / max GPU SM utilization over the devices' samples in the window.
+    pub gpu_util_mean_pct: Option<f64>,
+    pub gpu_util_max_pct: Option<f64>,
+    /// Peak of the GPU memory in use (all devices summed per tick).
+    pub gpu_memory_peak_mib: Option<f64>,
+    /// Mean CPU of the engine's process tree (100 = one core).
+    pub engine_cpu_mean_pct: Option<f64>,
+    /// Peak `vllm:kv_cache_usage_perc` × 100.
+    pub kv_cache_usage_max_pct: Option<f64>,
 }
 
 /// A prompt rendered locally with a chat template and sent to `/v1/completions`.
@@ -306,19 +317,31 @@ pub fn read_records(path: &Path) -> Result<(Vec<TurnRecord>, Vec<String>)> {
     Ok((records, warnings))
 }
 
+/// Called with every record as it is made (the run's progress).
+pub type RecordObserver = std::sync::Arc<dyn Fn(&TurnRecord) + Send + Sync>;
+
 /// Where completed records go: appended to `turns.jsonl` at once and kept in memory for the
 /// reports. Cloneable so concurrent sessions can share it.
 #[derive(Clone)]
 pub struct Recorder {
     inner: std::sync::Arc<std::sync::Mutex<(RecordSink, Vec<TurnRecord>)>>,
+    observer: Option<RecordObserver>,
 }
 
 impl Recorder {
     pub fn new(sink: RecordSink) -> Self {
-        Self { inner: std::sync::Arc::new(std::sync::Mutex::new((sink, Vec::new()))) }
+        Self { inner: std::sync::Arc::new(std::sync::Mutex::new((sink, Vec::new()))), observer: None }
+    }
+
+    /// A recorder that also tells `observer` of every record.
+    pub fn observed(sink: RecordSink, observer: RecordObserver) -> Self {
+        Self { observer: Some(observer), ..Self::new(sink) }
     }
 
     pub fn record(&self, record: TurnRecord) -> Result<()> {
+        if let Some(observe) = &self.observer {
+            observe(&record);
+        }
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         guard.0.append(&record)?;
         guard.1.push(record);

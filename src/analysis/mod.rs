@@ -20,8 +20,15 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::record::{RagPhase, ReuseFlag, Status, TurnRecord};
-use crate::results::Manifest;
+use crate::core::record::{RagPhase, ReuseFlag, Status, TurnRecord};
+use crate::core::results::Manifest;
+use crate::core::timeline::Timeline;
+
+pub mod load;
+pub mod resources;
+pub mod stats;
+
+pub use stats::{mean, percentile_sorted, sorted_finite, std_dev, Stats};
 
 /// Version of the `summary.json` format (`docs/summary.schema.json`).
 pub const SUMMARY_SCHEMA_VERSION: u32 = 1;
@@ -45,10 +52,10 @@ pub struct Summary {
     pub conversations: Vec<ConversationStats>,
     /// Machine, engine and GPU per test, from `timeline.csv` (absent when the run has none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<crate::metrics::resources::ResourceSummary>,
+    pub resources: Option<crate::analysis::resources::ResourceSummary>,
     /// Multi-user runs only: per-level rates and latency, saturation point, recommendation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub load: Option<crate::load::analysis::LoadSummary>,
+    pub load: Option<crate::analysis::load::LoadSummary>,
 }
 
 /// What the run was, copied from the manifest.
@@ -89,22 +96,6 @@ pub struct ErrorCount {
     pub count: usize,
     /// The first error text seen for this kind.
     pub example: Option<String>,
-}
-
-/// Distribution of one quantity. `count` values went in; see the module docs for the method.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Stats {
-    pub count: usize,
-    pub mean: f64,
-    pub std: f64,
-    pub min: f64,
-    pub p25: f64,
-    pub p50: f64,
-    pub p75: f64,
-    pub p90: f64,
-    pub p95: f64,
-    pub p99: f64,
-    pub max: f64,
 }
 
 /// Overall distributions over successful measured requests (`None`: no value at all).
@@ -249,63 +240,6 @@ pub struct ConversationStats {
     pub status: ConversationStatus,
 }
 
-// ---------------------------------------------------------------------------------------------
-// Primitive statistics
-// ---------------------------------------------------------------------------------------------
-
-/// Sorts finite values ascending, dropping NaN/∞.
-pub fn sorted_finite(values: impl IntoIterator<Item = f64>) -> Vec<f64> {
-    let mut v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
-    v.sort_by(f64::total_cmp);
-    v
-}
-
-/// Percentile `p` (0–100) of an ascending slice, linear interpolation (numpy's default).
-pub fn percentile_sorted(sorted: &[f64], p: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = (p.clamp(0.0, 100.0) / 100.0) * (sorted.len() - 1) as f64;
-    let lo = rank.floor() as usize;
-    let hi = rank.ceil() as usize;
-    Some(sorted[lo] + (sorted[hi] - sorted[lo]) * (rank - lo as f64))
-}
-
-pub fn mean(values: &[f64]) -> Option<f64> {
-    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
-}
-
-/// Sample standard deviation (ddof = 1); 0 for one value.
-pub fn std_dev(values: &[f64]) -> Option<f64> {
-    let m = mean(values)?;
-    if values.len() < 2 {
-        return Some(0.0);
-    }
-    let ss: f64 = values.iter().map(|x| (x - m).powi(2)).sum();
-    Some((ss / (values.len() - 1) as f64).sqrt())
-}
-
-impl Stats {
-    /// `None` when there is no finite value.
-    pub fn from_values(values: impl IntoIterator<Item = f64>) -> Option<Stats> {
-        let v = sorted_finite(values);
-        let p = |q| percentile_sorted(&v, q);
-        Some(Stats {
-            count: v.len(),
-            mean: mean(&v)?,
-            std: std_dev(&v)?,
-            min: *v.first()?,
-            p25: p(25.0)?,
-            p50: p(50.0)?,
-            p75: p(75.0)?,
-            p90: p(90.0)?,
-            p95: p(95.0)?,
-            p99: p(99.0)?,
-            max: *v.last()?,
-        })
-    }
-}
-
 fn p50(values: impl IntoIterator<Item = f64>) -> Option<f64> {
     percentile_sorted(&sorted_finite(values), 50.0)
 }
@@ -351,8 +285,14 @@ fn success_pct(ok: usize, count: usize) -> Option<f64> {
     pct(ok as f64, count as f64)
 }
 
-/// Computes the summary of a run. Pure: same records, same summary.
+/// Computes the summary of a run without a timeline. Pure: same records, same summary.
 pub fn summarize(records: &[TurnRecord], manifest: &Manifest) -> Summary {
+    summarize_run(records, manifest, None)
+}
+
+/// Computes the whole summary of a run once: requests, turns, cache, load levels, and the
+/// resources per test when the run sampled a `timeline`. Pure.
+pub fn summarize_run(records: &[TurnRecord], manifest: &Manifest, timeline: Option<&Timeline>) -> Summary {
     let measured: Vec<&TurnRecord> = records.iter().filter(|r| !r.warmup).collect();
     let ok: Vec<&TurnRecord> = measured.iter().copied().filter(|r| r.status.is_ok()).collect();
 
@@ -377,8 +317,8 @@ pub fn summarize(records: &[TurnRecord], manifest: &Manifest) -> Summary {
         by_rag_phase: by_rag_phase(&measured),
         cache: cache_totals(&ok),
         conversations: conversations(&measured),
-        resources: None,
-        load: crate::load::analysis::summarize_load(records, manifest),
+        resources: timeline.map(|t| resources::summarize_resources(records, t)),
+        load: load::summarize_load(records, manifest),
     }
 }
 
@@ -581,7 +521,7 @@ fn conversations(measured: &[&TurnRecord]) -> Vec<ConversationStats> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::record::{CacheObservation, RequestTiming, Usage};
+    use crate::core::record::{CacheObservation, RequestTiming, Usage};
 
     /// A successful record: sent at 0, first token at `ttft`, chunks every 10 ms, end at `e2e`.
     pub(crate) fn rec(conv: &str, turn: u32, ttft: f64, e2e: f64, prompt: u64, cached: u64) -> TurnRecord {

@@ -1,0 +1,16 @@
+//! Core types every layer shares: the chat message, the run clock, the per-request record and its
+//! sink, the manifest and results folder, the sample timeline, and the error kinds that set the
+//! exit code. Nothing here does network IO or knows about clap.
+
+pub mod chat;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod hash;
+pub mod record;
+pub mod results;
+pub mod timeline;
+
+pub use chat::ChatMessage;
+pub use clock::RunClock;
+pub use error::{Interrupted, UsageError};

@@ -1,0 +1,175 @@
+//! Which server serves each test: a fresh one per test (`--isolation test`), one for the run with
+//! its prefix cache reset between tests (`--isolation run`), or the external endpoint. Around each
+//! managed server: GPU hygiene before it starts and after it stops; around each test: the
+//! samplers and the warm-up requests.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use super::warmup::warm_up;
+use crate::client::api::{reset_prefix_cache, ServerInfo};
+use crate::client::Client;
+use crate::core::record::Recorder;
+use crate::core::results::TestRun;
+use crate::engine::RunningServer;
+use crate::metrics::monitor::{Baseline, Monitor};
+use crate::metrics::sampler::Samplers;
+use crate::plan::Plan;
+use crate::replay::Target;
+
+/// A started server.
+pub struct Started {
+    server: RunningServer,
+    target: Target,
+    /// Its log was written before the results folder existed: copied there at teardown.
+    log_in_scratch: bool,
+    /// GPU memory before it started (hygiene), and the last test it served.
+    baseline: Baseline,
+    test: u32,
+}
+
+impl Started {
+    pub fn info(&self) -> &ServerInfo {
+        &self.target.info
+    }
+}
+
+pub struct Servers<'a> {
+    plan: &'a Plan,
+    client: &'a Client,
+    monitor: &'a Monitor,
+    /// Where managed servers' logs go (`<results>/engine`), once the folder exists.
+    log_dir: PathBuf,
+    current: Option<Started>,
+    /// Started before the results folder existed (it answered selection's `/tokenize`), not yet
+    /// used by a test.
+    spare: Option<Started>,
+    /// Sampling the current test.
+    samplers: Option<Samplers>,
+}
+
+impl<'a> Servers<'a> {
+    /// Starts the first server (its log in `scratch`) and probes it: it answers what the model
+    /// is and how it tokenizes, then serves the first test, still fresh (tokenizing touches no
+    /// cache).
+    pub async fn start_first(plan: &'a Plan, client: &'a Client, monitor: &'a Monitor, scratch: &Path) -> Result<Self> {
+        let mut servers =
+            Servers { plan, client, monitor, log_dir: scratch.to_path_buf(), current: None, spare: None, samplers: None };
+        let mut first = servers.start("server-001", 1).await?;
+        first.log_in_scratch = plan.engine.is_managed();
+        servers.spare = Some(first);
+        Ok(servers)
+    }
+
+    /// The first server's probe.
+    pub fn first(&self) -> Option<&Started> {
+        self.spare.as_ref().or(self.current.as_ref())
+    }
+
+    /// From now on, logs go to `dir/engine`.
+    pub fn attach(&mut self, dir: &Path) {
+        self.log_dir = dir.join("engine");
+    }
+
+    async fn start(&self, name: &str, test: u32) -> Result<Started> {
+        let baseline = self.monitor.before_start(&self.plan.engine, test).await?;
+        let server = self.plan.engine.start(name, &self.log_dir, self.client.http(), self.plan.seed).await?;
+        let info = ServerInfo::probe(self.client, &server.base_url, self.plan.model.as_deref()).await;
+        let info = match info {
+            Ok(i) => i,
+            Err(e) => {
+                let _ = server.stop().await;
+                return Err(e);
+            }
+        };
+        let target = Target { info, process: server.process(), template: self.plan.template.clone() };
+        Ok(Started { server, target, log_in_scratch: false, baseline, test })
+    }
+
+    /// The server for `test` (named after `what`), started, reset, sampled and warmed up as needed.
+    pub async fn for_test(&mut self, test: u32, what: &str, recorder: &Recorder, run: &mut TestRun) -> Result<Target> {
+        if let Some(current) = &mut self.current {
+            current.test = test;
+            self.samplers = Some(self.monitor.start(test, current.server.guard.as_ref().map(|g| g.pid()), &current.target.info.base_url));
+            // Reused for this test (shared server): reset its prefix cache when turnbench owns it.
+            if self.plan.engine.is_managed() {
+                run.cache_reset_verified = Some(reset_prefix_cache(self.client, &current.target.info).await?);
+            }
+            return Ok(current.target.clone());
+        }
+        let mut started = match self.spare.take() {
+            Some(spare) => spare,
+            None => self.start(&format!("test-{test:03}-{what}"), test).await?,
+        };
+        started.test = test;
+        self.samplers = Some(self.monitor.start(test, started.server.guard.as_ref().map(|g| g.pid()), &started.target.info.base_url));
+        if let Some(guard) = &started.server.guard {
+            run.time_to_ready_ms = Some(guard.time_to_ready.as_secs_f64() * 1000.0);
+            let file = guard.log_path.file_name().unwrap_or_default().to_string_lossy();
+            run.server_log = Some(format!("engine/{file}"));
+        }
+        let target = started.target.clone();
+        self.current = Some(started);
+        warm_up(self.client, &target, recorder, test, self.plan.warmup).await?;
+        Ok(target)
+    }
+
+    /// After a test: a per-test server is stopped; a shared one is kept unless it died.
+    pub async fn after_test(&mut self, run: &mut TestRun) {
+        if let Some(samplers) = self.samplers.take() {
+            samplers.stop().await;
+        }
+        let died = self
+            .current
+            .as_ref()
+            .and_then(|c| c.server.guard.as_ref())
+            .is_some_and(|g| g.exit_status().is_some());
+        if !self.plan.shared_server() || died {
+            if let Some(current) = self.current.take() {
+                self.stop(current, Some(run)).await;
+            }
+        }
+    }
+
+    /// Stops every server left; the last test's record gets the teardown figures.
+    pub async fn shutdown(&mut self, last: Option<&mut TestRun>) {
+        if let Some(samplers) = self.samplers.take() {
+            samplers.stop().await;
+        }
+        if let Some(current) = self.current.take() {
+            self.stop(current, last).await;
+        }
+        if let Some(spare) = self.spare.take() {
+            self.stop(spare, None).await;
+        }
+    }
+
+    async fn stop(&self, started: Started, mut run: Option<&mut TestRun>) {
+        let scratch_log = started.server.guard.as_ref().filter(|_| started.log_in_scratch).map(|g| g.log_path.clone());
+        let managed = self.plan.engine.is_managed();
+        match started.server.stop().await {
+            Ok(took) => {
+                if let (Some(run), true) = (run.as_deref_mut(), managed) {
+                    run.teardown_ms = Some(took.as_secs_f64() * 1000.0);
+                }
+            }
+            Err(e) => eprintln!("warning: server teardown: {e:#}"),
+        }
+        if managed {
+            let released = self.monitor.after_stop(started.test, started.baseline).await;
+            if let Some(run) = run {
+                run.gpu_release_ms = released;
+            }
+        }
+        if let Some(log) = scratch_log {
+            let target = self.log_dir.join(log.file_name().unwrap_or_default());
+            if target != log {
+                let _ = std::fs::create_dir_all(&self.log_dir);
+                if let Err(e) = std::fs::copy(&log, &target) {
+                    eprintln!("warning: cannot keep the server log {}: {e}", log.display());
+                }
+            }
+        }
+    }
+}

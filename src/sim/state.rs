@@ -1,0 +1,67 @@
+//! The state every handler shares: the config, the prefix cache, the admission semaphore, and
+//! the counters and histograms that `/metrics` reports.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Semaphore;
+
+use super::cache::PrefixCache;
+use super::histogram::Histograms;
+use super::SimConfig;
+
+/// What every request reads and updates; one per server, behind an `Arc`.
+pub(super) struct Shared {
+    pub(super) cfg: SimConfig,
+    /// The model name as a JSON string literal (quotes included).
+    pub(super) model_json: String,
+    /// The model name escaped for a Prometheus label value.
+    pub(super) model_label: String,
+    pub(super) cache: Mutex<PrefixCache>,
+    pub(super) sem: Arc<Semaphore>,
+    pub(super) running: AtomicUsize,
+    pub(super) waiting: AtomicUsize,
+    pub(super) blocks_in_use: AtomicUsize,
+    pub(super) requests: AtomicU64,
+    pub(super) queries: AtomicU64,
+    pub(super) hits: AtomicU64,
+    pub(super) prompt_tokens: AtomicU64,
+    pub(super) generation_tokens: AtomicU64,
+    pub(super) success: AtomicU64,
+    pub(super) histograms: Mutex<Histograms>,
+    pub(super) created_unix: f64,
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(super) fn unix_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl Shared {
+    pub(super) fn new(cfg: SimConfig) -> Self {
+        let model_json = serde_json::to_string(&cfg.model_name).unwrap_or_else(|_| "\"turnbench-sim\"".into());
+        let model_label = cfg.model_name.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+        Self {
+            model_json,
+            model_label,
+            cache: Mutex::new(PrefixCache::new(cfg.block_size, cfg.kv_cache_blocks)),
+            sem: Arc::new(Semaphore::new(cfg.max_num_seqs)),
+            running: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            blocks_in_use: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            queries: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            prompt_tokens: AtomicU64::new(0),
+            generation_tokens: AtomicU64::new(0),
+            success: AtomicU64::new(0),
+            histograms: Mutex::new(Histograms::new()),
+            created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
+            cfg,
+        }
+    }
+}
