@@ -123,6 +123,7 @@ fn main() {
                     metrics_deltas: false,
                     stop: CancellationToken::new(),
                     abort: CancellationToken::new(),
+                    health: None,
                 },
                 recorder: recorder.clone(),
                 test: 1,

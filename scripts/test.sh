@@ -27,7 +27,26 @@ if (( with_vllm )); then
     export TURNBENCH_REQUIRE_VLLM=1
 fi
 
+# The browser test (tests/report_browser.rs) loads report.html in headless Chromium, from the
+# Debian package: in CI it is installed here or the run fails; elsewhere it is installed when this
+# user can (root or passwordless sudo), else the test says loudly that it skipped.
+if [[ "${CI:-}" == "true" ]]; then
+    TURNBENCH_CHROMIUM="$(bash scripts/install-chromium.sh)"
+    export TURNBENCH_REQUIRE_BROWSER=1
+else
+    TURNBENCH_CHROMIUM="$(bash scripts/install-chromium.sh --if-possible)"
+fi
+export TURNBENCH_CHROMIUM
+
 cargo test --locked "${cargo_args[@]}"
+
+if [[ -z "$TURNBENCH_CHROMIUM" ]]; then
+    cat >&2 <<'MSG'
+
+*** The report.html browser test was SKIPPED (tests/report_browser.rs): no Chromium. ***
+*** Run `sudo bash scripts/install-chromium.sh` (Debian package `chromium`) to run it. ***
+MSG
+fi
 
 if (( ! with_vllm )); then
     cat >&2 <<'MSG'

@@ -58,7 +58,9 @@ pub struct RunArgs {
     /// Server to benchmark. Defaults to `external` when --endpoint is given, else `sim`.
     #[arg(long, value_enum)]
     pub engine: Option<EngineKind>,
-    /// Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000 (implies --engine external).
+    /// An OpenAI-compatible server (implies --engine external): its base URL
+    /// (http://127.0.0.1:8000), …/v1, or a full …/v1/chat/completions or …/v1/completions URL
+    /// (which also picks --prompt-mode chat or completion).
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
     /// Model: for --engine vllm the path or repo id to serve; otherwise the name sent in
@@ -106,6 +108,10 @@ pub struct RunArgs {
     /// Do not send vLLM's `ignore_eos` (answers may then end early; lengths vary run to run).
     #[arg(long)]
     pub no_ignore_eos: bool,
+    /// Exit 5 when more than PCT % of the measured requests failed (for CI). Off by default:
+    /// the run then exits 0 when at least one request succeeded.
+    #[arg(long, value_name = "PCT")]
+    pub max_error_rate: Option<f64>,
 
     /// Folder under which the timestamped results folder is created.
     #[arg(long, default_value = "results", value_name = "DIR")]
@@ -125,14 +131,24 @@ pub struct RunArgs {
     pub allow_busy_gpu: bool,
     /// `chat`: send messages to /v1/chat/completions (the server applies its template).
     /// `completion`: render each turn's prompt locally with --chat-template and send it to
-    /// /v1/completions, so the exact prompt is known and recorded.
-    #[arg(long, value_enum, default_value_t = PromptMode::Chat)]
-    pub prompt_mode: PromptMode,
+    /// /v1/completions, so the exact prompt is known and recorded. Default: chat, or what a
+    /// full --endpoint URL names.
+    #[arg(long, value_enum)]
+    pub prompt_mode: Option<PromptMode>,
     /// Chat template for --prompt-mode completion: a built-in name (phi3, llama3, chatml,
     /// mistral), a .jinja or tokenizer_config.json file, or a model folder. Default: the template
     /// of the local model --model resolves to.
     #[arg(long, value_name = "NAME|PATH")]
     pub chat_template: Option<String>,
+
+    /// Measure what prefix caching saves: run the selection with it on (arm A), then replay arm A's
+    /// exact prompts with it off (arm B: the managed engine restarted without it, results in
+    /// `<A>/ab-off/`); the reports compare TTFT on and off, turn by turn.
+    #[arg(long, value_enum, value_name = "WHAT")]
+    pub ab: Option<AbKind>,
+    /// Send a recorded run's exact prompts again (DIR: a results folder), against any engine.
+    #[arg(long, value_name = "DIR", conflicts_with = "ab")]
+    pub replay: Option<PathBuf>,
 
     // Grouped flags last: a group's help heading carries over to the flags after it.
     #[command(flatten)]
@@ -315,6 +331,10 @@ pub struct SimArgs {
     /// Probability that a streamed request is cut mid-stream (no [DONE]).
     #[arg(long)]
     pub drop_rate: Option<f64>,
+    /// Probability that a request's generated token ids differ from what its answer text
+    /// re-tokenizes to (template or tokenizer drift): the next turn cannot reuse the answer.
+    #[arg(long, value_name = "P")]
+    pub retokenize_drift: Option<f64>,
     /// Seed for answers and failure injection.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -409,6 +429,13 @@ impl LoadArgs {
     pub fn is_multi_user(&self) -> bool {
         self.concurrency.is_some() || !self.qps.is_empty() || self.sweep.is_some()
     }
+}
+
+/// What an A/B run switches between its arms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AbKind {
+    /// Prefix caching on (A) and off (B).
+    PrefixCaching,
 }
 
 /// How open-loop arrivals are spaced.

@@ -31,28 +31,98 @@ pub enum Arrivals {
     Constant,
 }
 
-/// Arrival offsets in seconds from the level start, below `horizon_s`, at `rate` per second.
-/// Deterministic for a given seed.
-pub fn arrival_offsets(arrivals: Arrivals, rate: f64, horizon_s: f64, seed: u64) -> Vec<f64> {
-    let mut out = Vec::new();
-    if !(rate.is_finite() && rate > 0.0) {
-        return out;
+/// Arrival offsets in seconds from the level start, below `horizon_s`, at `rate` per second,
+/// generated one at a time: memory stays constant however long the level (a week at 10⁶/s is
+/// 6 × 10¹¹ arrivals). Deterministic for a given seed.
+pub fn arrival_offsets(arrivals: Arrivals, rate: f64, horizon_s: f64, seed: u64) -> ArrivalOffsets {
+    ArrivalOffsets {
+        arrivals,
+        rate: if rate.is_finite() && rate > 0.0 { rate } else { 0.0 },
+        horizon_s,
+        rng: rand::rngs::StdRng::seed_from_u64(seed),
+        n: 0,
+        t: 0.0,
+        ended: false,
     }
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut t = 0.0;
-    loop {
-        match arrivals {
-            Arrivals::Constant => t = out.len() as f64 / rate,
+}
+
+/// The iterator of [`arrival_offsets`].
+#[derive(Debug, Clone)]
+pub struct ArrivalOffsets {
+    arrivals: Arrivals,
+    rate: f64,
+    horizon_s: f64,
+    rng: rand::rngs::StdRng,
+    /// Arrivals given so far.
+    n: u64,
+    t: f64,
+    ended: bool,
+}
+
+impl Iterator for ArrivalOffsets {
+    type Item = f64;
+
+    fn next(&mut self) -> Option<f64> {
+        if self.ended || self.rate <= 0.0 {
+            return None;
+        }
+        match self.arrivals {
+            Arrivals::Constant => self.t = self.n as f64 / self.rate,
             Arrivals::Poisson => {
                 // 1 − U is in (0, 1], so the logarithm is finite.
-                let u: f64 = 1.0 - rng.random::<f64>();
-                t += -u.ln() / rate;
+                let u: f64 = 1.0 - self.rng.random::<f64>();
+                self.t += -u.ln() / self.rate;
             }
         }
-        if t >= horizon_s {
-            return out;
+        // NaN horizons end the arrivals too.
+        if self.t >= self.horizon_s || self.t.is_nan() || self.horizon_s.is_nan() {
+            self.ended = true;
+            return None;
         }
-        out.push(t);
+        self.n += 1;
+        Some(self.t)
+    }
+}
+
+/// Open-loop conversations still running, and the first error one of them returned.
+#[derive(Default)]
+struct InFlight {
+    count: AtomicUsize,
+    idle: tokio::sync::Notify,
+    first_error: std::sync::Mutex<Option<anyhow::Error>>,
+}
+
+/// Counts one conversation out when dropped, even if its task panicked or was cancelled.
+struct InFlightGuard(Arc<InFlight>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl InFlight {
+    fn start(self: &Arc<Self>) -> InFlightGuard {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard(self.clone())
+    }
+
+    fn fail(&self, e: anyhow::Error) {
+        self.first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+    }
+
+    async fn until_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
@@ -131,7 +201,7 @@ pub async fn run_level(ctx: &LoadContext, level: &Level) -> Result<LevelWindow> 
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks: JoinSet<Result<()>> = JoinSet::new();
     let mut scheduled_conversations = 0;
-    let mut open_loop = Vec::new();
+    let open_loop = Arc::new(InFlight::default());
     let mut first_error = None;
     match &level.mode {
         Mode::Closed { concurrency } => {
@@ -155,32 +225,42 @@ pub async fn run_level(ctx: &LoadContext, level: &Level) -> Result<LevelWindow> 
         Mode::Open { qps, arrivals } => {
             let offsets = arrival_offsets(*arrivals, *qps, level.duration.as_secs_f64(), level.seed);
             let gate = level.max_active.map(|n| Arc::new(Semaphore::new(n.max(1))));
+            let in_flight = open_loop.clone();
             let spawn = {
                 let (ctx, settings, level) = (ctx.clone(), settings.clone(), level.clone());
                 move |k: usize, scheduled_ms: f64| {
                     let (ctx, settings, level, gate) = (ctx.clone(), settings.clone(), level.clone(), gate.clone());
+                    let guard = in_flight.start();
                     async move {
-                        let _permit = match gate {
-                            Some(g) => Some(g.acquire_owned().await?),
-                            None => None,
-                        };
-                        replay_one(&ctx, &settings, &level, k as u32, k, Some(scheduled_ms), None).await
+                        let result = async {
+                            let _permit = match gate {
+                                Some(g) => Some(g.acquire_owned().await?),
+                                None => None,
+                            };
+                            replay_one(&ctx, &settings, &level, k as u32, k, Some(scheduled_ms), None).await
+                        }
+                        .await;
+                        if let Err(e) = result {
+                            guard.0.fail(e);
+                        }
+                        drop(guard);
                     }
                 }
             };
             // Arrivals are paced by a dedicated thread: an OS sleep wakes within tens of
             // microseconds, the async timer only to the next millisecond, and a busy worker
-            // cannot delay the next arrival. Each conversation runs as a task of the runtime.
+            // cannot delay the next arrival. Each conversation runs as a task of the runtime;
+            // arrivals are drawn one at a time, so nothing grows with the level's length.
             let handle = tokio::runtime::Handle::current();
             let std_start = std::time::Instant::now() - start.elapsed();
             let stop_pacer = stop.clone();
             let pacer = tokio::task::spawn_blocking(move || {
-                let mut handles = Vec::with_capacity(offsets.len());
-                for (k, offset) in offsets.iter().enumerate() {
-                    let at = std_start + Duration::from_secs_f64(*offset);
+                let mut spawned = 0usize;
+                for (k, offset) in offsets.enumerate() {
+                    let at = std_start.checked_add(Duration::from_secs_f64(offset)).unwrap_or(std_start);
                     loop {
                         if stop_pacer.is_cancelled() {
-                            return handles;
+                            return spawned;
                         }
                         let now = std::time::Instant::now();
                         if now >= at {
@@ -188,12 +268,13 @@ pub async fn run_level(ctx: &LoadContext, level: &Level) -> Result<LevelWindow> 
                         }
                         std::thread::sleep((at - now).min(Duration::from_millis(20)));
                     }
-                    handles.push(handle.spawn(spawn(k, start_ms + offset * 1000.0)));
+                    // Detached: `open_loop` counts it until it ends.
+                    drop(handle.spawn(spawn(k, start_ms + offset * 1000.0)));
+                    spawned += 1;
                 }
-                handles
+                spawned
             });
-            open_loop = pacer.await?;
-            scheduled_conversations = open_loop.len();
+            scheduled_conversations = pacer.await?;
         }
     }
     // Later turns keep starting until the level's duration is over (or the run stops).
@@ -206,8 +287,9 @@ pub async fn run_level(ctx: &LoadContext, level: &Level) -> Result<LevelWindow> 
     while let Some(done) = tasks.join_next().await {
         note_error(&mut first_error, done);
     }
-    for handle in open_loop {
-        note_error(&mut first_error, handle.await);
+    open_loop.until_idle().await;
+    if let Some(e) = open_loop.first_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        first_error.get_or_insert(e);
     }
     timer.abort();
     if let Some(e) = first_error {
@@ -267,16 +349,16 @@ mod tests {
 
     #[test]
     fn constant_arrivals_are_evenly_spaced() {
-        let a = arrival_offsets(Arrivals::Constant, 10.0, 1.0, 1);
+        let a: Vec<f64> = arrival_offsets(Arrivals::Constant, 10.0, 1.0, 1).collect();
         assert_eq!(a.len(), 10);
         assert!((a[3] - 0.3).abs() < 1e-12);
     }
 
     #[test]
     fn poisson_arrivals_are_seeded_and_average_the_rate() {
-        let a = arrival_offsets(Arrivals::Poisson, 100.0, 100.0, 7);
-        assert_eq!(a, arrival_offsets(Arrivals::Poisson, 100.0, 100.0, 7));
-        assert_ne!(a, arrival_offsets(Arrivals::Poisson, 100.0, 100.0, 8));
+        let a: Vec<f64> = arrival_offsets(Arrivals::Poisson, 100.0, 100.0, 7).collect();
+        assert_eq!(a, arrival_offsets(Arrivals::Poisson, 100.0, 100.0, 7).collect::<Vec<_>>());
+        assert_ne!(a, arrival_offsets(Arrivals::Poisson, 100.0, 100.0, 8).collect::<Vec<_>>());
         let rate = a.len() as f64 / 100.0;
         assert!((rate - 100.0).abs() < 5.0, "rate {rate}");
         assert!(a.windows(2).all(|w| w[1] > w[0]));
@@ -289,13 +371,26 @@ mod tests {
 
     #[test]
     fn poisson_counts_are_unbiased_across_seeds() {
-        let counts: Vec<usize> = (0..400).map(|seed| arrival_offsets(Arrivals::Poisson, 100.0, 5.0, seed).len()).collect();
+        let counts: Vec<usize> = (0..400).map(|seed| arrival_offsets(Arrivals::Poisson, 100.0, 5.0, seed).count()).collect();
         let mean = counts.iter().sum::<usize>() as f64 / counts.len() as f64;
         assert!((mean - 500.0).abs() < 5.0, "mean arrivals {mean}, expected 500");
     }
 
     #[test]
     fn no_rate_no_arrivals() {
-        assert!(arrival_offsets(Arrivals::Poisson, 0.0, 10.0, 1).is_empty());
+        assert_eq!(arrival_offsets(Arrivals::Poisson, 0.0, 10.0, 1).count(), 0);
+        assert_eq!(arrival_offsets(Arrivals::Constant, f64::NAN, 10.0, 1).count(), 0);
+    }
+
+    #[test]
+    fn a_week_at_a_million_per_second_is_drawn_lazily() {
+        // 6 × 10¹¹ arrivals: only an iterator can hold that; the first ones come at once.
+        let week = 7.0 * 24.0 * 3600.0;
+        let mut a = arrival_offsets(Arrivals::Constant, 1e6, week, 1);
+        assert_eq!(a.nth(999_999), Some(0.999999));
+        assert!(std::mem::size_of_val(&a) < 1024);
+        let mut p = arrival_offsets(Arrivals::Poisson, 1e6, week, 1).skip(1_000_000);
+        let t = p.next().unwrap();
+        assert!(t > 0.9 && t < 1.1, "{t}");
     }
 }

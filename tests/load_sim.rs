@@ -49,6 +49,7 @@ async fn setup(config: SimConfig, rounds: usize, answer_tokens: u32) -> Setup {
             metrics_deltas: false,
             stop: CancellationToken::new(),
             abort: CancellationToken::new(),
+            health: None,
         },
         recorder,
         test: 1,
@@ -101,7 +102,7 @@ async fn seeded_poisson_arrivals_are_all_sent() {
     let s = setup(SimConfig::instant(), 1, 4).await;
     let w = run_level(&s.ctx, &level("qps-60", Mode::Open { qps: 60.0, arrivals: Arrivals::Poisson }, 2.5)).await.unwrap();
     let records = s.ctx.recorder.records();
-    let expected = turnbench::schedule::arrival_offsets(Arrivals::Poisson, 60.0, 2.5, 11).len();
+    let expected = turnbench::schedule::arrival_offsets(Arrivals::Poisson, 60.0, 2.5, 11).count();
     assert_eq!(w.scheduled_conversations, expected, "seeded: the same arrivals every run");
     assert_eq!(records.len(), expected);
     let rate = sent_rate(&records, &w);

@@ -46,7 +46,8 @@ fn ok_record(conv: &str, turn: u32, ttft: f64, prompt: u64, cached: u64) -> Turn
             expected_reusable_tokens: Some(cached + 16 * u64::from(turn == 3)),
             previous_prompt_tokens: prompt.checked_sub(100).filter(|_| turn > 1),
             block_size: Some(16),
-            flag: (turn == 3).then_some(ReuseFlag::Eviction),
+            flag: (turn == 3).then_some(ReuseFlag::CapacityEviction),
+            ..Default::default()
         },
         ..Default::default()
     }

@@ -76,7 +76,7 @@ fn without_prefix_caching_first_and_later_ttft_are_alike() {
     let dir = fx.results();
     for t in &measured(&dir)[1..] {
         assert_eq!(t["usage"]["cached_tokens"].as_u64(), Some(0));
-        assert_eq!(t["cache"]["flag"], "eviction", "no reuse where a cache would have reused: flagged");
+        assert_eq!(t["cache"]["flag"], "cache_off", "no reuse where a cache would have reused: flagged, with the reason");
     }
     let ratio = summary(&dir)["first_vs_later"]["ratio_mean"].as_f64().unwrap();
     assert!((0.7..1.3).contains(&ratio), "first/later TTFT ratio without caching: {ratio}");

@@ -158,10 +158,23 @@ async fn interrupted_transfer_completes_on_rerun() {
     let snapshot = cache.path().join("models--tiny-org--tiny-model/snapshots").join(COMMIT);
     assert!(!snapshot.join("model.safetensors").exists(), "a cut file must not look complete");
 
+    // Downloads run in parallel and hf-hub's transfers can outlive the error it returns: wait
+    // until the hub has seen no new request for a while before taking stock.
+    let mut settled = hub.lock().unwrap().gets.clone();
+    let mut quiet = 0;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let now = hub.lock().unwrap().gets.clone();
+        quiet = if now == settled { quiet + 1 } else { 0 };
+        if quiet == 5 {
+            break;
+        }
+        settled = now;
+    }
     let gets_before = hub.lock().unwrap().gets.clone();
-    // Downloads run in parallel: when the cut aborts the first run, other files may not have
-    // finished (or started) yet. What counts: a file complete after the first run is not fetched
-    // again, and every other file is fetched exactly once more.
+    // When the cut aborts the first run, other files may not have finished (or started). What
+    // counts: a file complete after the first run is not fetched again, and every other file is
+    // fetched exactly once more.
     let complete_before: Vec<String> =
         tiny_files().keys().filter(|f| snapshot.join(f.as_str()).is_file()).cloned().collect();
     let done = download(&hf, &request(&["*.json", "*.safetensors"]), None).await.unwrap();

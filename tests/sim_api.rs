@@ -524,3 +524,38 @@ async fn a_repeated_prompt_of_whole_blocks_still_computes_one_block() {
     // vLLM: at most floor((80 - 1) / 16) * 16 = 64 tokens come from the cache.
     assert_eq!(u["prompt_tokens_details"]["cached_tokens"], 64);
 }
+
+#[tokio::test]
+async fn content_part_arrays_are_text_and_other_parts_a_clear_400() {
+    let (sim, client) = start(|_| {}).await;
+    let parts = json!({"messages": [
+        {"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+        {"role": "user", "content": [{"type": "text", "text": "Line one"}, {"type": "text", "text": "line two"}]}
+    ], "max_tokens": 3});
+    let (status, v) = post(&client, &sim, "/v1/chat/completions", parts.clone()).await;
+    assert_eq!(status, 200, "{v}");
+    // Parts join with a newline: the same prompt as the equivalent string messages.
+    let strings = json!({"messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Line one\nline two"}
+    ], "max_tokens": 3});
+    let (_, w) = post(&client, &sim, "/v1/chat/completions", strings).await;
+    assert_eq!(v["usage"]["prompt_tokens"], w["usage"]["prompt_tokens"]);
+    assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 4);
+    let (status, t) = post(&client, &sim, "/tokenize", json!({"messages": parts["messages"]})).await;
+    assert_eq!(status, 200, "{t}");
+    assert_eq!(t["count"].as_u64(), v["usage"]["prompt_tokens"].as_u64(), "tokenize agrees");
+
+    let image = json!({"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    ]}]});
+    let (status, e) = post(&client, &sim, "/v1/chat/completions", image).await;
+    assert_eq!(status, 400);
+    let msg = e["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("messages[0].content[1]") && msg.contains("image_url") && msg.contains("text-only"), "{msg}");
+    assert_eq!(e["error"]["param"], "messages[0].content[1]");
+    let (status, e) = post(&client, &sim, "/v1/chat/completions", json!({"messages": [{"role": "user", "content": [{"text": "x"}]}]})).await;
+    assert_eq!(status, 400);
+    assert!(e["error"]["message"].as_str().unwrap().contains("no `type`"));
+}

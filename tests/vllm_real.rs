@@ -116,7 +116,9 @@ fn multi_turn_and_rag_against_real_vllm_reuse_what_the_cache_holds() {
         assert_eq!(cached % 32, 0, "hits count whole blocks");
         assert_eq!(expected % 32, 0);
         assert!(cached >= expected, "turn {}: cached {cached} < expected {expected}", t["turn"]);
-        assert!(t["cache"]["flag"].is_null(), "{}", t["cache"]);
+        // The tiny model's answers may re-tokenize to other ids than it generated: then the
+        // ledger says so; it never leaves a shortfall unexplained.
+        assert!(matches!(t["cache"]["flag"].as_str(), None | Some("answer_retokenized")), "{}", t["cache"]);
     }
     let rag: Vec<&Value> = turns.iter().filter(|t| t["conversation_id"] == "rag").collect();
     let cached: Vec<u64> = rag.iter().map(|t| t["usage"]["cached_tokens"].as_u64().unwrap()).collect();
@@ -206,4 +208,69 @@ fn completion_mode_renders_the_prompt_vllm_counts() {
         assert_eq!(t["prompt"]["tokens"].as_u64(), t["usage"]["prompt_tokens"].as_u64(), "{t}");
     }
     assert!(turns[2]["usage"]["cached_tokens"].as_u64().unwrap() > 0, "completion prompts reuse the prefix too");
+}
+
+fn data(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(name)
+}
+
+#[test]
+fn the_ledger_explains_every_shortfall_on_the_suites_own_conversations() {
+    let Some(v) = vllm() else { return };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let fx = Suite::new(json!([]), json!([]));
+    let out = Command::new(common::BIN)
+        .args(["run", "--engine", "vllm", "--vllm-cmd", &v.cmd, "--model", &v.model])
+        .args(["--engine-arg=--block-size=32", "--context-size", "8192", "--warmup=1", "--isolation", "run"])
+        .args(["--include-tags", "qa,rag", "--max-conversations", "3"])
+        .arg("--data")
+        .arg(data("conversations.json"))
+        .arg("--rag-data")
+        .arg(data("rag_data.json"))
+        .arg("--results-dir")
+        .arg(fx.path("results"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let turns = measured(&fx.results());
+    assert!(turns.len() >= 10, "{} turns", turns.len());
+    let mut flags = std::collections::BTreeMap::<String, usize>::new();
+    for t in &turns {
+        assert_eq!(t["status"], "ok", "{t}");
+        assert_eq!(t["cache"]["token_source"], "server", "vLLM returns its token ids (return_token_ids)");
+        let flag = t["cache"]["flag"].as_str().unwrap_or("none").to_string();
+        assert_ne!(flag, "unexplained", "{} turn {}: {}", t["conversation_id"], t["turn"], t["cache"]);
+        *flags.entry(flag).or_default() += 1;
+    }
+    eprintln!("ledger flags on real vLLM: {flags:?}");
+    let (cached, expected) = turns.iter().fold((0, 0), |(c, e), t| {
+        (c + t["usage"]["cached_tokens"].as_u64().unwrap(), e + t["cache"]["expected_reusable_tokens"].as_u64().unwrap())
+    });
+    eprintln!("ledger totals on real vLLM: cached {cached}, expected {expected}");
+    assert!(cached >= expected, "vLLM reused at least what the ledger expected: {cached} < {expected}");
+}
+
+#[test]
+fn ab_prefix_caching_runs_two_real_servers_on_the_same_prompts() {
+    let Some(v) = vllm() else { return };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let fx = Suite::new(json!([paste_then_ask("paste", 5)]), json!([]));
+    let out = vllm_run(&fx, &v, &["--ab", "prefix-caching"]).output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let dir = fx.results();
+    let b = dir.join("ab-off");
+    let cmd = json_file(b.join("manifest.json"))["engine_command"].to_string();
+    assert!(cmd.contains("--no-enable-prefix-caching"), "arm B's vLLM runs without prefix caching: {cmd}");
+    let off = measured(&b);
+    assert_eq!(off.len(), 5);
+    assert!(off.iter().all(|t| t["usage"]["cached_tokens"].as_u64() == Some(0)), "nothing cached in arm B");
+    let ab = json_file(dir.join("summary.json"))["ab"].clone();
+    assert_eq!(ab["identical_prompts"], true, "{ab}");
+    assert_eq!(ab["compared_turns"], 5, "{ab}");
+    let later = &ab["later_turns"];
+    assert!(later["ttft_p50_on_ms"].is_number() && later["ttft_p50_off_ms"].is_number(), "{ab}");
+    eprintln!("A/B on real vLLM: {}", serde_json::to_string_pretty(&ab["by_turn"]).unwrap());
+    assert!(std::fs::read_to_string(dir.join("report.md")).unwrap().contains("What prefix caching saved"));
+    assert!(wait_no_vllm(Duration::from_secs(15)).is_empty(), "both servers torn down");
 }

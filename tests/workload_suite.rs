@@ -6,7 +6,7 @@ use std::time::Instant;
 use turnbench::workload::select::SelectionFilter;
 use turnbench::workload::load::load_suite;
 use turnbench::workload::select::{render_listing, select};
-use turnbench::workload::tokens::Estimate;
+use turnbench::workload::tokens::{CountTokens, Estimate};
 use turnbench::workload::{RagAction, RagPosition};
 
 fn data(name: &str) -> PathBuf {
@@ -82,3 +82,43 @@ async fn real_suite_loads_quickly_and_spans_every_context_class() {
         );
     }
 }
+
+/// The simulator's own count: its tokenizer over its chat template.
+struct SimCount;
+
+impl CountTokens for SimCount {
+    fn count_messages<'a>(
+        &'a self,
+        messages: &'a [turnbench::core::ChatMessage],
+    ) -> futures_util::future::BoxFuture<'a, anyhow::Result<u64>> {
+        let n = turnbench::sim::tokenizer::count(&turnbench::sim::chat::render_chat(messages, true)) as u64;
+        Box::pin(async move { Ok(n) })
+    }
+    fn is_estimate(&self) -> bool {
+        false
+    }
+    fn describe(&self) -> &str {
+        "the simulator's tokenizer"
+    }
+}
+
+#[tokio::test]
+async fn under_the_simulator_every_context_class_lands_in_its_band() {
+    let suite = load_suite(&data("conversations.json"), &data("rag_data.json")).expect("suite loads");
+    let selection = select(&suite, &args(), &SimCount).await.expect("selects");
+    eprintln!("{}", render_listing(&selection));
+    for class in [800u64, 2_500, 7_000, 15_000, 32_000, 64_000, 128_000] {
+        let (lo, hi) = (class as f64 * 0.65, class as f64 * 1.35);
+        assert!(
+            selection.chosen.iter().any(|c| (lo..=hi).contains(&(c.peak_tokens as f64))),
+            "no conversation peaks within ±35 % of {class} tokens under the simulator"
+        );
+    }
+    // The 128K class runs with a 128K context under the simulator too.
+    let ultra: Vec<_> = selection.chosen.iter().filter(|c| c.conversation.has_tag("ultra")).collect();
+    assert!(ultra.len() >= 2);
+    for c in ultra {
+        assert!((83_000..=128_000).contains(&c.peak_tokens), "{}: {} tokens", c.conversation.id, c.peak_tokens);
+    }
+}
+

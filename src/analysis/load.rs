@@ -269,13 +269,45 @@ pub fn saturation_reasons(level: &LevelSummary, baseline_p99_ttft: Option<f64>, 
     reasons
 }
 
+/// A level whose p99 TTFT or E2E latency is more than this many times the low-load median…
+pub const TAIL_FACTOR: f64 = 10.0;
+/// …and at least this many milliseconds above it is never sustainable, whatever else holds (a
+/// single level has no lower one to compare with; its own best median stands in for low load).
+pub const TAIL_FLOOR_MS: f64 = 1000.0;
+
+fn stat_of<'a>(l: &'a LevelSummary, name: &str) -> Option<&'a Stats> {
+    l.statistics.iter().find(|s| s.name == name).map(|s| &s.stats)
+}
+
+/// The lowest median of `name` over the levels: the run's low-load value.
+fn low_load_median(levels: &[LevelSummary], name: &str) -> Option<f64> {
+    levels.iter().filter_map(|l| stat_of(l, name).map(|s| s.p50)).filter(|v| v.is_finite()).reduce(f64::min)
+}
+
+/// Why `level`'s tail says it is not sustainable: p99 TTFT or latency (E2E plus queue) far beyond
+/// the low-load median (`low_ttft`, `low_latency`).
+pub fn tail_reasons(level: &LevelSummary, low_ttft: Option<f64>, low_latency: Option<f64>) -> Vec<String> {
+    let mut reasons = Vec::new();
+    for (what, name, low) in [("TTFT", "ttft_ms", low_ttft), ("E2E latency", "latency_ms", low_latency)] {
+        let (Some(low), Some(p99)) = (low, stat_of(level, name).map(|s| s.p99)) else { continue };
+        if p99 > TAIL_FACTOR * low && p99 - low >= TAIL_FLOOR_MS {
+            reasons.push(format!(
+                "p99 {what} {p99:.0} ms is far beyond the low-load median {low:.0} ms (more than {TAIL_FACTOR} × and {TAIL_FLOOR_MS:.0} ms above)"
+            ));
+        }
+    }
+    reasons
+}
+
 /// The saturation point and the highest sustainable level below it.
 pub fn find_saturation(levels: &[LevelSummary], factor: f64, floor_ms: f64) -> (Option<Saturation>, Option<&LevelSummary>) {
     let ordered = by_load(levels);
     let baseline = ordered.first().and_then(|l| p99_ttft(l));
+    let (low_ttft, low_latency) = (low_load_median(levels, "ttft_ms"), low_load_median(levels, "latency_ms"));
     let mut sustainable = None;
     for (i, level) in ordered.iter().enumerate() {
-        let reasons = saturation_reasons(level, if i == 0 { None } else { baseline }, factor, floor_ms);
+        let mut reasons = saturation_reasons(level, if i == 0 { None } else { baseline }, factor, floor_ms);
+        reasons.extend(tail_reasons(level, low_ttft, low_latency));
         if !reasons.is_empty() {
             return (Some(Saturation { level: level.label.clone(), reasons }), sustainable);
         }
@@ -415,6 +447,33 @@ mod tests {
         assert!(saturation_reasons(&jitter, p99_ttft(&base), 3.0, 50.0).is_empty(), "8 ms vs 2 ms is jitter");
         let reasons = saturation_reasons(&slow, p99_ttft(&base), 3.0, 50.0);
         assert!(reasons.len() == 1 && reasons[0].contains("p99 TTFT"), "{reasons:?}");
+    }
+
+    #[test]
+    fn a_single_level_with_a_tail_far_beyond_its_median_is_never_sustainable() {
+        let mut s = settings();
+        s.levels.push(LevelWindow { target_qps: None, concurrency: Some(4), ..window("concurrency-4", 1.0) });
+        s.levels[0].stop_ms = 100_000.0;
+        // Nine of ten requests take 20 ms to the first token; one in ten waits 66 s.
+        let records: Vec<TurnRecord> = (0..100)
+            .map(|i| {
+                let t = i as f64 * 10.0;
+                let ttft = if i % 10 == 9 { 66_000.0 } else { 20.0 };
+                let mut r = rec("concurrency-4", 1, t, t, t + ttft + 30.0, Status::Ok);
+                r.timing.first_token_ms = Some(t + ttft);
+                r.derived = r.timing.derive(Some(10));
+                r
+            })
+            .collect();
+        let m = Manifest { settings: serde_json::json!({ "load": s }), ..Default::default() };
+        let sum = summarize_load(&records, &m).unwrap();
+        let sat = sum.saturation.expect("the 66 s tail saturates the level");
+        assert!(sat.reasons.iter().any(|r| r.contains("p99 TTFT")), "{:?}", sat.reasons);
+        assert_eq!(sum.highest_sustainable, None);
+        assert!(!sum.recommendation.contains("is sustainable"), "{}", sum.recommendation);
+        // The same level without the slow tail is sustainable.
+        let fast: Vec<TurnRecord> = records.iter().filter(|r| r.derived.ttft_ms < Some(1000.0)).cloned().collect();
+        assert_eq!(summarize_load(&fast, &m).unwrap().highest_sustainable.as_deref(), Some("concurrency-4"));
     }
 
     #[test]

@@ -24,6 +24,7 @@ use crate::core::record::{RagPhase, ReuseFlag, Status, TurnRecord};
 use crate::core::results::Manifest;
 use crate::core::timeline::Timeline;
 
+pub mod ab;
 pub mod load;
 pub mod resources;
 pub mod stats;
@@ -56,6 +57,9 @@ pub struct Summary {
     /// Multi-user runs only: per-level rates and latency, saturation point, recommendation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load: Option<crate::analysis::load::LoadSummary>,
+    /// `--ab prefix-caching` runs only: TTFT with caching on and off, same prompts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ab: Option<ab::AbSummary>,
 }
 
 /// What the run was, copied from the manifest.
@@ -73,6 +77,13 @@ pub struct RunInfo {
     pub token_counts_estimated: bool,
     /// The run stopped before the suite ended: partial results.
     pub interrupted: bool,
+    /// The run never got to its end (killed): "incomplete run (killed at …)". `None` for a run
+    /// that completed (or a folder older than the marker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<String>,
+    /// The server died or could not be reached, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_died: Option<String>,
     pub block_size: Option<u64>,
     pub prefix_caching: Option<bool>,
 }
@@ -118,6 +129,13 @@ pub struct TtftGroup {
     pub count: usize,
     pub mean_ms: f64,
     pub p50_ms: f64,
+    /// Mean prompt tokens of the group's requests.
+    #[serde(default)]
+    pub prompt_tokens_mean: Option<f64>,
+    /// p50 of TTFT per prompt token the server computed (prompt − cached): comparable across
+    /// prompt sizes, unlike TTFT itself.
+    #[serde(default)]
+    pub ttft_per_uncached_token_p50_ms: Option<f64>,
 }
 
 /// Turn 1 vs later turns. `ratio = first / later`: above 1 means later turns (whose prompt
@@ -264,7 +282,7 @@ pub fn reuse_pct<'a>(records: impl IntoIterator<Item = &'a TurnRecord>) -> Optio
     let (cached, prompt) = records
         .into_iter()
         .filter_map(|r| Some((r.observed_reuse()?, r.usage.prompt_tokens?)))
-        .fold((0u64, 0u64), |(c, p), (rc, rp)| (c + rc, p + rp));
+        .fold((0u64, 0u64), |(c, p), (rc, rp)| (c.saturating_add(rc), p.saturating_add(rp)));
     pct(cached as f64, prompt as f64)
 }
 
@@ -287,12 +305,17 @@ fn success_pct(ok: usize, count: usize) -> Option<f64> {
 
 /// Computes the summary of a run without a timeline. Pure: same records, same summary.
 pub fn summarize(records: &[TurnRecord], manifest: &Manifest) -> Summary {
-    summarize_run(records, manifest, None)
+    summarize_run(records, manifest, None, None)
 }
 
-/// Computes the whole summary of a run once: requests, turns, cache, load levels, and the
-/// resources per test when the run sampled a `timeline`. Pure.
-pub fn summarize_run(records: &[TurnRecord], manifest: &Manifest, timeline: Option<&Timeline>) -> Summary {
+/// Computes the whole summary of a run once: requests, turns, cache, load levels, the resources
+/// per test when the run sampled a `timeline`, and the A/B comparison when it has an arm B. Pure.
+pub fn summarize_run(
+    records: &[TurnRecord],
+    manifest: &Manifest,
+    timeline: Option<&Timeline>,
+    arm_b: Option<ab::ArmB<'_>>,
+) -> Summary {
     let measured: Vec<&TurnRecord> = records.iter().filter(|r| !r.warmup).collect();
     let ok: Vec<&TurnRecord> = measured.iter().copied().filter(|r| r.status.is_ok()).collect();
 
@@ -307,7 +330,7 @@ pub fn summarize_run(records: &[TurnRecord], manifest: &Manifest, timeline: Opti
 
     Summary {
         schema_version: SUMMARY_SCHEMA_VERSION,
-        run: run_info(manifest),
+        run: run_info(manifest, records),
         requests,
         errors: errors(&measured),
         overall: overall(&ok),
@@ -319,11 +342,35 @@ pub fn summarize_run(records: &[TurnRecord], manifest: &Manifest, timeline: Opti
         conversations: conversations(&measured),
         resources: timeline.map(|t| resources::summarize_resources(records, t)),
         load: load::summarize_load(records, manifest),
+        ab: arm_b.map(|b| ab::compare_arms(records, b.records, ab::ARMS, b.identical_prompts)),
     }
 }
 
-fn run_info(m: &Manifest) -> RunInfo {
+/// "incomplete run (killed at …)" for a manifest never marked completed: the time is that of
+/// the last request that ended (the run's start plus its last `end_ms`), else the start.
+pub fn incomplete_note(m: &Manifest, records: &[TurnRecord]) -> Option<String> {
+    if m.completed != Some(false) {
+        return None;
+    }
+    let last_ms = records.iter().map(|r| r.timing.end_ms).filter(|t| t.is_finite() && *t >= 0.0).fold(0.0, f64::max);
+    let at = m
+        .started_at
+        .parse::<jiff::Timestamp>()
+        .ok()
+        .and_then(|t| t.checked_add(jiff::SignedDuration::from_millis(last_ms.min(1e15) as i64)).ok())
+        .map(|t| t.round(jiff::Unit::Second).map(|t| t.to_string()).unwrap_or_else(|_| t.to_string()))
+        .unwrap_or_else(|| format!("{} + {:.0} s", m.started_at, last_ms / 1000.0));
+    Some(format!(
+        "incomplete run (killed at {at}, after {} recorded requests): the run never reached its end; \
+         its reports were rebuilt from what was recorded",
+        records.len()
+    ))
+}
+
+fn run_info(m: &Manifest, records: &[TurnRecord]) -> RunInfo {
     RunInfo {
+        incomplete: incomplete_note(m, records),
+        server_died: m.server_died.clone(),
         tool_version: m.tool_version.clone(),
         started_at: m.started_at.clone(),
         label: m.label.clone(),
@@ -367,8 +414,20 @@ fn overall(ok: &[&TurnRecord]) -> Overall {
 }
 
 fn ttft_group<'a>(records: impl IntoIterator<Item = &'a &'a TurnRecord>) -> Option<TtftGroup> {
-    let v = sorted_finite(records.into_iter().filter_map(|r| ttft(r)));
-    Some(TtftGroup { count: v.len(), mean_ms: mean(&v)?, p50_ms: percentile_sorted(&v, 50.0)? })
+    let records: Vec<&TurnRecord> = records.into_iter().copied().collect();
+    let v = sorted_finite(records.iter().filter_map(|r| ttft(r)));
+    let prompts: Vec<f64> = records.iter().filter_map(|r| r.usage.prompt_tokens.map(|p| p as f64)).collect();
+    let per_token = sorted_finite(records.iter().filter_map(|r| {
+        let uncached = r.usage.prompt_tokens?.saturating_sub(r.observed_reuse().unwrap_or(0)).max(1);
+        Some(ttft(r)? / uncached as f64)
+    }));
+    Some(TtftGroup {
+        count: v.len(),
+        mean_ms: mean(&v)?,
+        p50_ms: percentile_sorted(&v, 50.0)?,
+        prompt_tokens_mean: mean(&prompts),
+        ttft_per_uncached_token_p50_ms: percentile_sorted(&per_token, 50.0),
+    })
 }
 
 fn first_vs_later(ok: &[&TurnRecord]) -> FirstVsLater {
@@ -454,11 +513,11 @@ fn by_rag_phase(measured: &[&TurnRecord]) -> Vec<RagPhaseStats> {
 }
 
 fn cache_totals(ok: &[&TurnRecord]) -> CacheTotals {
-    let sum = |get: fn(&TurnRecord) -> Option<u64>| ok.iter().filter_map(|r| get(r)).sum::<u64>();
+    let sum = |get: fn(&TurnRecord) -> Option<u64>| ok.iter().filter_map(|r| get(r)).fold(0u64, u64::saturating_add);
     let (c_exp, exp) = ok
         .iter()
         .filter_map(|r| Some((r.observed_reuse()?, r.cache.expected_reusable_tokens?)))
-        .fold((0u64, 0u64), |(a, b), (c, e)| (a + c, b + e));
+        .fold((0u64, 0u64), |(a, b), (c, e)| (a.saturating_add(c), b.saturating_add(e)));
     let server_hits = sum(|r| r.cache.server_hits);
     let server_queries = sum(|r| r.cache.server_queries);
     let mut flags: BTreeMap<ReuseFlag, usize> = BTreeMap::new();
@@ -506,9 +565,9 @@ fn conversations(measured: &[&TurnRecord]) -> Vec<ConversationStats> {
                 turns: rs.len(),
                 turns_completed: ok.len(),
                 failed_turns: failed,
-                prompt_tokens: ok.iter().filter_map(|r| r.usage.prompt_tokens).sum(),
-                cached_tokens: ok.iter().filter_map(|r| r.observed_reuse()).sum(),
-                output_tokens: ok.iter().filter_map(|r| r.usage.completion_tokens).sum(),
+                prompt_tokens: ok.iter().filter_map(|r| r.usage.prompt_tokens).fold(0, u64::saturating_add),
+                cached_tokens: ok.iter().filter_map(|r| r.observed_reuse()).fold(0, u64::saturating_add),
+                output_tokens: ok.iter().filter_map(|r| r.usage.completion_tokens).fold(0, u64::saturating_add),
                 ttft_first_ms: ok.iter().find(|r| r.turn <= 1).and_then(|r| ttft(r)),
                 ttft_later_mean_ms: mean_of(ok.iter().filter(|r| r.turn > 1).filter_map(|r| ttft(r))),
                 e2e_sum_ms: ok.iter().map(|r| r.derived.e2e_ms).fold(0.0, |a, b| a + b),
@@ -699,6 +758,26 @@ pub(crate) mod tests {
         assert!(close(with.cached_tokens_mean.unwrap(), 548.0));
         assert!(close(with.reuse_pct.unwrap(), 1096.0 / 2100.0 * 100.0));
         assert_eq!(s.cache.flags, [FlagCount { flag: ReuseFlag::DivergentPrompt, count: 1 }]);
+    }
+
+    #[test]
+    fn sums_of_absurd_counts_saturate_instead_of_wrapping() {
+        let a = rec("a", 1, 10.0, 20.0, u64::MAX - 1, 0);
+        let b = rec("a", 2, 10.0, 20.0, u64::MAX - 1, 0);
+        let s = summarize(&[a, b], &Manifest::default());
+        assert_eq!(s.cache.prompt_tokens, u64::MAX);
+        assert_eq!(s.conversations[0].prompt_tokens, u64::MAX);
+    }
+
+    #[test]
+    fn a_manifest_never_marked_completed_is_an_incomplete_run() {
+        let m = Manifest { started_at: "2026-01-02T03:04:05Z".into(), completed: Some(false), ..Default::default() };
+        let s = summarize(&[rec("a", 1, 10.0, 2000.0, 10, 0)], &m);
+        let note = s.run.incomplete.unwrap();
+        assert!(note.starts_with("incomplete run (killed at 2026-01-02T03:04:07Z"), "{note}");
+        let done = Manifest { completed: Some(true), ..m.clone() };
+        assert_eq!(summarize(&[], &done).run.incomplete, None);
+        assert_eq!(summarize(&[], &Manifest::default()).run.incomplete, None, "older folders: no marker, no claim");
     }
 
     #[test]

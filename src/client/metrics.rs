@@ -13,8 +13,16 @@ pub const KV_CACHE_USAGE: &str = "vllm:kv_cache_usage_perc";
 pub const REQUESTS_RUNNING: &str = "vllm:num_requests_running";
 pub const REQUESTS_WAITING: &str = "vllm:num_requests_waiting";
 pub const PREEMPTIONS: &str = "vllm:num_preemptions_total";
+/// Prompt tokens served from the local prefix cache (vLLM ≥ 0.11); preferred over the hit
+/// counter when present.
+pub const PROMPT_TOKENS_CACHED: &str = "vllm:prompt_tokens_cached_total";
 
-const FAMILIES: [&str; 7] = [
+/// A scrape that takes longer than this is given up (a server that never answers must not
+/// hold a turn).
+pub const SCRAPE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+const FAMILIES: [&str; 8] = [
+    PROMPT_TOKENS_CACHED,
     PREFIX_CACHE_QUERIES,
     PREFIX_CACHE_HITS,
     CACHE_CONFIG_INFO,
@@ -56,6 +64,8 @@ pub struct ServerSnapshot {
     pub block_size: Option<u64>,
     /// From `vllm:cache_config_info{enable_prefix_caching=..}`.
     pub prefix_caching: Option<bool>,
+    /// From `vllm:cache_config_info{num_gpu_blocks=..}`: the KV cache's capacity in blocks.
+    pub num_gpu_blocks: Option<u64>,
 }
 
 /// Counter movement of the prefix cache between two scrapes.
@@ -63,6 +73,8 @@ pub struct ServerSnapshot {
 pub struct PrefixCacheDelta {
     pub hits: u64,
     pub queries: u64,
+    /// `vllm:num_preemptions_total` moved by this much (0 when the server does not say).
+    pub preemptions: u64,
 }
 
 impl ServerSnapshot {
@@ -90,7 +102,9 @@ impl ServerSnapshot {
         };
         let mut snapshot = ServerSnapshot {
             prefix_cache_queries: sum(PREFIX_CACHE_QUERIES),
-            prefix_cache_hits: sum(PREFIX_CACHE_HITS),
+            // Cached prompt tokens by source, when the server has that counter: hits counted the
+            // same way, but named for what they are.
+            prefix_cache_hits: sum(PROMPT_TOKENS_CACHED).or_else(|| sum(PREFIX_CACHE_HITS)),
             kv_cache_usage: sum(KV_CACHE_USAGE),
             requests_running: sum(REQUESTS_RUNNING),
             requests_waiting: sum(REQUESTS_WAITING),
@@ -104,17 +118,28 @@ impl ServerSnapshot {
                 snapshot.prefix_caching = labels
                     .get_label_value("enable_prefix_caching")
                     .map(|v| v.eq_ignore_ascii_case("true"));
+                snapshot.num_gpu_blocks =
+                    labels.get_label_value("num_gpu_blocks").and_then(|v| v.parse::<u64>().ok()).filter(|n| *n > 0);
             }
         }
         Ok(snapshot)
     }
 
     /// Prefix-cache counters moved from `before` to `self`; `None` when either scrape lacks them.
+    /// A counter lower than before was reset (the server restarted): its movement is its value.
     pub fn prefix_cache_delta(&self, before: &ServerSnapshot) -> Option<PrefixCacheDelta> {
-        let d = |now: Option<f64>, then: Option<f64>| Some((now? - then?).max(0.0).round() as u64);
+        // A counter lower than before was reset (the server restarted): its movement is its
+        // value. One that is not a finite count (junk `/metrics`) gives no delta rather than an
+        // absurd one.
+        let d = |now: Option<f64>, then: Option<f64>| {
+            let (now, then) = (now?, then?);
+            let moved = (if now < then { now } else { now - then }).max(0.0).round();
+            (moved.is_finite() && moved <= crate::core::record::MAX_PLAUSIBLE_TOKENS as f64).then_some(moved as u64)
+        };
         Some(PrefixCacheDelta {
             hits: d(self.prefix_cache_hits, before.prefix_cache_hits)?,
             queries: d(self.prefix_cache_queries, before.prefix_cache_queries)?,
+            preemptions: d(self.preemptions, before.preemptions).unwrap_or(0),
         })
     }
 }
@@ -122,11 +147,14 @@ impl ServerSnapshot {
 /// Scrapes `/metrics` of a server. Errors when the endpoint is missing or not Prometheus text.
 pub async fn scrape(http: &reqwest::Client, base_url: &str, api_key: Option<&str>) -> Result<ServerSnapshot> {
     let url = format!("{}/metrics", base_url.trim_end_matches('/'));
-    let req = super::authed(http.get(&url), api_key);
+    let req = super::authed(http.get(&url).timeout(SCRAPE_TIMEOUT), api_key);
     let resp = req.send().await.with_context(|| format!("GET {url}"))?;
     let status = resp.status();
     anyhow::ensure!(status.is_success(), "GET {url}: HTTP {status}");
-    let text = resp.text().await.with_context(|| format!("GET {url}: reading body"))?;
+    let bytes = super::read_body_limited(resp, super::MAX_SMALL_BODY_BYTES)
+        .await
+        .map_err(|e| anyhow::anyhow!("GET {url}: {e}"))?;
+    let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("GET {url}: not UTF-8 text"))?;
     ServerSnapshot::parse(&text).with_context(|| format!("GET {url}: not Prometheus text"))
 }
 
@@ -188,8 +216,10 @@ vllm:time_to_first_token_seconds_sum{engine="0",model_name="tiny"} 0.04
             &VLLM_TEXT.replace("} 589.0", "} 1200.0").replace("} 480.0", "} 960.0"),
         )
         .unwrap();
-        assert_eq!(after.prefix_cache_delta(&before), Some(PrefixCacheDelta { hits: 480, queries: 611 }));
+        assert_eq!(after.prefix_cache_delta(&before), Some(PrefixCacheDelta { hits: 480, queries: 611, preemptions: 0 }));
         assert_eq!(after.prefix_cache_delta(&ServerSnapshot::default()), None);
+        let absurd = ServerSnapshot { prefix_cache_hits: Some(1e30), prefix_cache_queries: Some(f64::INFINITY), ..before.clone() };
+        assert_eq!(absurd.prefix_cache_delta(&before), None, "junk counters give no delta");
     }
 }
 

@@ -3,16 +3,28 @@
 
 use std::time::Duration;
 
-use eventsource_stream::Eventsource;
-use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::time::Instant;
 
 pub mod api;
 pub mod metrics;
+pub mod sse;
 
-use crate::core::record::{RequestTiming, Status, TurnRecord, Usage};
+use crate::core::record::{implausible_usage, RequestTiming, Status, TurnRecord, Usage};
+use crate::core::redact;
+use sse::SseDecoder;
+
+/// The longest SSE line (or event) a stream may carry: one chunk of a streamed answer is a few
+/// hundred bytes; a megabyte is no chunk.
+pub const MAX_SSE_LINE_BYTES: usize = 1 << 20;
+/// The most a streamed response may carry in all.
+pub const MAX_STREAM_BYTES: u64 = 256 << 20;
+/// The most of an error body (or a small JSON answer: `/v1/models`, `/tokenize`, `/metrics`)
+/// that is read.
+pub const MAX_SMALL_BODY_BYTES: usize = 16 << 20;
+/// Error bodies are quoted up to this many bytes.
+const MAX_ERROR_BODY_BYTES: usize = 64 << 10;
 pub use crate::core::RunClock;
 use crate::core::ChatMessage;
 
@@ -43,6 +55,8 @@ pub struct ChatRequest<'a> {
     pub model: &'a str,
     pub messages: &'a [ChatMessage],
     pub max_tokens: u32,
+    /// Ask for vLLM's `return_token_ids` (prompt and generated token ids in the stream).
+    pub return_token_ids: bool,
 }
 
 /// One `/v1/completions` request: a prompt rendered locally (`--prompt-mode completion`).
@@ -52,6 +66,7 @@ pub struct CompletionRequest<'a> {
     pub model: &'a str,
     pub prompt: &'a str,
     pub max_tokens: u32,
+    pub return_token_ids: bool,
 }
 
 /// Everything one request produced, failed or not.
@@ -66,15 +81,30 @@ pub struct ChatOutcome {
     pub text: String,
     /// Content-bearing chunks received.
     pub output_chunks: u64,
+    /// `return_token_ids`: the prompt's token ids as the server built them.
+    pub prompt_token_ids: Option<Vec<u32>>,
+    /// `return_token_ids`: the generated token ids, in order.
+    pub output_token_ids: Option<Vec<u32>>,
+    /// A `usage` field that was no token count at all (negative, fractional, not a number).
+    pub usage_problem: Option<String>,
 }
 
 impl ChatOutcome {
-    /// `record` with this request's outcome (status, timing, usage) filled in.
-    pub fn into_record(self, record: TurnRecord) -> TurnRecord {
+    /// `record` with this request's outcome (status, timing, usage) filled in. A successful
+    /// request whose usage is outside physical bounds (see [`implausible_usage`]; `context`: the
+    /// model's context window when the server said) becomes `invalid`, with the reason.
+    pub fn into_record(self, record: TurnRecord, context: Option<u64>) -> TurnRecord {
+        let (mut status, mut error) = (self.status, self.error);
+        if status.is_ok() {
+            if let Some(why) = self.usage_problem.clone().or_else(|| implausible_usage(&self.usage, record.max_tokens, context)) {
+                status = Status::Invalid;
+                error = Some(why);
+            }
+        }
         TurnRecord {
-            status: self.status,
+            status,
             http_status: self.http_status,
-            error: self.error,
+            error,
             derived: self.timing.derive(self.usage.completion_tokens),
             timing: self.timing,
             usage: self.usage,
@@ -97,6 +127,9 @@ struct Chunk {
     choices: Vec<ChunkChoice>,
     #[serde(default)]
     usage: Option<ChunkUsage>,
+    /// vLLM chat streams: in the first chunk with `return_token_ids`.
+    #[serde(default)]
+    prompt_token_ids: Option<Vec<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -106,6 +139,12 @@ struct ChunkChoice {
     /// `/v1/completions` streams text here.
     #[serde(default)]
     text: Option<String>,
+    /// `return_token_ids`: this chunk's generated ids.
+    #[serde(default)]
+    token_ids: Option<Vec<u32>>,
+    /// vLLM completion streams: in the first choice with `return_token_ids`.
+    #[serde(default)]
+    prompt_token_ids: Option<Vec<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -116,15 +155,113 @@ struct Delta {
 
 #[derive(Deserialize)]
 struct ChunkUsage {
-    prompt_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens: serde_json::Value,
+    #[serde(default)]
+    completion_tokens: serde_json::Value,
     #[serde(default)]
     prompt_tokens_details: Option<PromptTokensDetails>,
 }
 
 #[derive(Deserialize)]
 struct PromptTokensDetails {
-    cached_tokens: Option<u64>,
+    #[serde(default)]
+    cached_tokens: serde_json::Value,
+}
+
+/// One parsed SSE event of a completion stream.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ParsedChunk {
+    /// The content delta (chat) or text (completions); empty when none.
+    pub content: String,
+    pub usage: Option<Usage>,
+    /// Why a usage field is no token count.
+    pub usage_problem: Option<String>,
+    /// `return_token_ids`: the prompt's ids (first chunk), and this chunk's generated ids.
+    pub prompt_token_ids: Option<Vec<u32>>,
+    pub token_ids: Option<Vec<u32>>,
+}
+
+/// Generated token ids kept per request: far above any `max_tokens` a server honours.
+pub const MAX_TOKEN_IDS: usize = 1 << 22;
+
+/// A token count of `usage`: `null`/absent is `None`; a negative, fractional or non-numeric
+/// value is an error naming the field.
+fn token_count(name: &str, v: &serde_json::Value) -> Result<Option<u64>, String> {
+    match v {
+        serde_json::Value::Null => Ok(None),
+        serde_json::Value::Number(n) => match n.as_u64() {
+            Some(v) => Ok(Some(v)),
+            None => Err(format!("usage.{name} = {n} is not a token count")),
+        },
+        other => Err(format!("usage.{name} = {} is not a token count", truncate(&other.to_string(), 40))),
+    }
+}
+
+/// Parses the `data` of one event of a `/v1/chat/completions` or `/v1/completions` stream.
+pub fn parse_chunk(data: &str) -> Result<ParsedChunk, String> {
+    let chunk: Chunk = serde_json::from_str(data).map_err(|e| format!("unparseable chunk ({e}): {}", truncate(data, 200)))?;
+    let content = chunk
+        .choices
+        .first()
+        .and_then(|c| c.delta.as_ref().and_then(|d| d.content.as_deref()).or(c.text.as_deref()))
+        .unwrap_or("")
+        .to_string();
+    let choice = chunk.choices.first();
+    let mut out = ParsedChunk {
+        content,
+        prompt_token_ids: chunk.prompt_token_ids.clone().or_else(|| choice.and_then(|c| c.prompt_token_ids.clone())),
+        token_ids: choice.and_then(|c| c.token_ids.clone()),
+        ..Default::default()
+    };
+    if let Some(u) = chunk.usage {
+        let cached = u.prompt_tokens_details.map(|d| d.cached_tokens).unwrap_or_default();
+        let mut usage = Usage::default();
+        let fields: [(&str, &serde_json::Value, &mut Option<u64>); 3] = [
+            ("prompt_tokens", &u.prompt_tokens, &mut usage.prompt_tokens),
+            ("completion_tokens", &u.completion_tokens, &mut usage.completion_tokens),
+            ("prompt_tokens_details.cached_tokens", &cached, &mut usage.cached_tokens),
+        ];
+        for (name, value, slot) in fields {
+            match token_count(name, value) {
+                Ok(v) => *slot = v,
+                Err(why) => {
+                    out.usage_problem.get_or_insert(why);
+                }
+            }
+        }
+        out.usage = Some(usage);
+    }
+    Ok(out)
+}
+
+/// Reads at most `limit` bytes of a body; a longer one is an error naming the limit.
+pub async fn read_body_limited(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(bytes)) => {
+                if out.len() + bytes.len() > limit {
+                    return Err(format!("response body larger than {limit} bytes (the limit for this answer)"));
+                }
+                out.extend_from_slice(&bytes);
+            }
+            Ok(None) => return Ok(out),
+            Err(e) => return Err(format!("reading the body: {}", error_chain(&e))),
+        }
+    }
+}
+
+/// The first `limit` bytes of a body (an error body is quoted, never read to its end).
+async fn read_body_prefix(mut response: reqwest::Response, limit: usize) -> String {
+    let mut out = Vec::new();
+    while out.len() < limit {
+        match response.chunk().await {
+            Ok(Some(bytes)) => out.extend_from_slice(&bytes[..bytes.len().min(limit - out.len())]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Why a request failed: its status, the HTTP code if one came, and a message.
@@ -155,17 +292,22 @@ impl Client {
     /// Streams one chat completion. Never returns an error: failures are part of the outcome.
     pub async fn stream_chat(&self, request: &ChatRequest<'_>, scheduled_ms: f64) -> ChatOutcome {
         let input = ("messages", json!(request.messages));
-        self.stream(request.base_url, "/v1/chat/completions", request.model, input, request.max_tokens, scheduled_ms).await
+        let path = "/v1/chat/completions";
+        self.stream(request.base_url, path, request.model, input, request.max_tokens, request.return_token_ids, scheduled_ms)
+            .await
     }
 
     /// Streams one text completion (`/v1/completions`) of an already rendered `prompt`, through
     /// the same streaming path as [`stream_chat`](Self::stream_chat).
     pub async fn stream_completion(&self, request: &CompletionRequest<'_>, scheduled_ms: f64) -> ChatOutcome {
         let input = ("prompt", json!(request.prompt));
-        self.stream(request.base_url, "/v1/completions", request.model, input, request.max_tokens, scheduled_ms).await
+        let path = "/v1/completions";
+        self.stream(request.base_url, path, request.model, input, request.max_tokens, request.return_token_ids, scheduled_ms)
+            .await
     }
 
     /// One streamed request: `input` is the endpoint's prompt field (`messages` or `prompt`).
+    #[allow(clippy::too_many_arguments)]
     async fn stream(
         &self,
         base_url: &str,
@@ -173,6 +315,7 @@ impl Client {
         model: &str,
         input: (&str, serde_json::Value),
         max_tokens: u32,
+        return_token_ids: bool,
         scheduled_ms: f64,
     ) -> ChatOutcome {
         let mut body = json!({
@@ -184,6 +327,9 @@ impl Client {
         body[input.0] = input.1;
         if self.config.ignore_eos {
             body["ignore_eos"] = json!(true);
+        }
+        if return_token_ids {
+            body["return_token_ids"] = json!(true);
         }
         let url = format!("{}{path}", base_url.trim_end_matches('/'));
         let (url, body) = (url.as_str(), &body);
@@ -203,10 +349,23 @@ impl Client {
                 ))
             });
         outcome.timing.end_ms = self.clock.now_ms();
+        let result = result.and_then(|()| {
+            if outcome.output_chunks == 0 {
+                Err(Failure(Status::Empty, None, "the stream carried no content (no content delta before [DONE])".into()))
+            } else {
+                Ok(())
+            }
+        });
         if let Err(Failure(status, http_status, message)) = result {
             outcome.status = status;
             outcome.http_status = outcome.http_status.or(http_status);
             outcome.error = Some(message);
+        }
+        // Nothing the server sent back may carry the key into a record or a report.
+        let key = self.config.api_key.as_deref();
+        outcome.error = outcome.error.map(|e| redact(&e, key));
+        if key.is_some_and(|k| outcome.text.contains(k)) {
+            outcome.text = redact(&outcome.text, key);
         }
         outcome
     }
@@ -227,46 +386,63 @@ impl Client {
         outcome.http_status = Some(http_status.as_u16());
         if !http_status.is_success() {
             let status = if http_status.is_client_error() { Status::Http4xx } else { Status::Http5xx };
-            let text = response.text().await.unwrap_or_default();
+            let text = read_body_prefix(response, MAX_ERROR_BODY_BYTES).await;
             return Err(Failure(status, Some(http_status.as_u16()), error_message(http_status, &text)));
         }
-        let mut events = response.bytes_stream().eventsource();
+        let mut decoder = SseDecoder::new(MAX_SSE_LINE_BYTES, MAX_STREAM_BYTES);
+        let mut response = response;
+        let mut events: Vec<String> = Vec::new();
         let mut done = false;
-        loop {
+        let mut ended = false;
+        while !done && !ended {
             let next = if outcome.timing.first_token_ms.is_none() {
-                tokio::time::timeout_at(first_token_deadline, events.next())
+                tokio::time::timeout_at(first_token_deadline, response.chunk())
                     .await
                     .map_err(|_| first_token_timeout(&self.config))?
             } else {
-                events.next().await
+                response.chunk().await
             };
-            let Some(event) = next else { break };
-            let event = event.map_err(|e| Failure(Status::Stream, None, format!("stream broke: {e}")))?;
+            let stream_failure = |m: String| Failure(Status::Stream, None, m);
+            match next.map_err(|e| stream_failure(format!("stream broke: {}", error_chain(&e))))? {
+                Some(bytes) => decoder.push(&bytes, &mut events).map_err(|e| stream_failure(e.to_string()))?,
+                None => {
+                    decoder.finish(&mut events).map_err(|e| stream_failure(e.to_string()))?;
+                    ended = true;
+                }
+            }
             let at = self.clock.now_ms();
-            if event.data.trim() == "[DONE]" {
-                done = true;
-                break;
-            }
-            let chunk: Chunk = serde_json::from_str(&event.data).map_err(|e| {
-                Failure(Status::Stream, None, format!("unparseable chunk ({e}): {}", truncate(&event.data, 200)))
-            })?;
-            let content = chunk
-                .choices
-                .first()
-                .and_then(|c| c.delta.as_ref().and_then(|d| d.content.as_deref()).or(c.text.as_deref()))
-                .unwrap_or("");
-            if !content.is_empty() {
-                outcome.timing.first_token_ms.get_or_insert(at);
-                outcome.timing.content_chunk_ms.push(at);
-                outcome.output_chunks += 1;
-                outcome.text.push_str(content);
-            }
-            if let Some(u) = chunk.usage {
-                outcome.usage = Usage {
-                    prompt_tokens: u.prompt_tokens,
-                    completion_tokens: u.completion_tokens,
-                    cached_tokens: u.prompt_tokens_details.and_then(|d| d.cached_tokens),
-                };
+            for data in events.drain(..) {
+                if done {
+                    break;
+                }
+                if data.trim() == "[DONE]" {
+                    done = true;
+                    continue;
+                }
+                let chunk = parse_chunk(&data).map_err(stream_failure)?;
+                if let Some(ids) = chunk.prompt_token_ids {
+                    outcome.prompt_token_ids = Some(ids);
+                }
+                if let Some(ids) = chunk.token_ids {
+                    let all = outcome.output_token_ids.get_or_insert_with(Vec::new);
+                    if all.len() + ids.len() > MAX_TOKEN_IDS {
+                        return Err(stream_failure(format!("more than {MAX_TOKEN_IDS} generated token ids")));
+                    }
+                    all.extend(ids);
+                }
+                if !chunk.content.is_empty() {
+                    outcome.timing.first_token_ms.get_or_insert(at);
+                    outcome.timing.content_chunk_ms.push(at);
+                    outcome.output_chunks += 1;
+                    outcome.text.push_str(&chunk.content);
+                    if outcome.text.len() as u64 > MAX_STREAM_BYTES {
+                        return Err(stream_failure(format!("answer longer than {MAX_STREAM_BYTES} bytes (the body limit)")));
+                    }
+                }
+                if let Some(u) = chunk.usage {
+                    outcome.usage = u;
+                    outcome.usage_problem = chunk.usage_problem;
+                }
             }
         }
         if !done {
@@ -288,14 +464,22 @@ fn classify_reqwest(e: reqwest::Error) -> Failure {
     } else {
         Status::Stream
     };
+    Failure(status, None, error_chain(&e))
+}
+
+/// An error with its causes, `: `-joined.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut message = e.to_string();
-    let mut source = std::error::Error::source(&e);
+    let mut source = e.source();
     while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
+        let text = s.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
         source = s.source();
     }
-    Failure(status, None, message)
+    message
 }
 
 /// The `error.message` of an OpenAI-style error body, else the body itself.

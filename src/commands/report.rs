@@ -7,7 +7,8 @@ use crate::analysis::summarize;
 use crate::cli::ReportArgs;
 use crate::core::results::write_atomic;
 use crate::report::{
-    compare, compare_file_name, compare_markdown, compare_table, console_summary, folder_name, load_run, write_reports,
+    compare, compare_file_name, compare_html_file_name, compare_markdown, compare_page, compare_table, console_summary,
+    folder_name, load_run, write_reports,
 };
 
 pub fn report(args: ReportArgs) -> Result<()> {
@@ -30,6 +31,9 @@ pub fn report(args: ReportArgs) -> Result<()> {
         let path = run.dir.join(compare_file_name(other_dir));
         write_atomic(&path, compare_markdown(&cmp).as_bytes())?;
         println!("comparison written to {}", path.display());
+        let page = run.dir.join(compare_html_file_name(other_dir));
+        write_atomic(&page, compare_page(&cmp, &summary, &other_summary).as_bytes())?;
+        println!("side-by-side page written to {}", page.display());
     }
     Ok(())
 }

@@ -8,5 +8,5 @@ use crate::plan::Plan;
 
 pub async fn run(args: RunArgs) -> Result<()> {
     let plan = Plan::build(&args).await?;
-    crate::run::execute(plan).await
+    crate::run::execute(plan).await.map(|_| ())
 }

@@ -27,6 +27,7 @@ pub fn sim_config(args: &SimArgs) -> Result<SimConfig> {
         load_slowdown: args.load_slowdown,
         fail_rate: args.fail_rate,
         drop_rate: args.drop_rate,
+        retokenize_drift: args.retokenize_drift,
         seed: args.seed,
     };
     let (mut config, _) = SimConfig::resolve(&args.config_dir, args.profile.as_deref(), &flags)?;

@@ -92,6 +92,43 @@ pub fn resolve_profile(
     }
 }
 
+/// `origin:LINE` of the first line that sets `key` (TOML `key = …` or JSON `"key": …`), else
+/// `origin` alone: where a range error in a profile or config points.
+pub fn at_key(origin: &str, text: &str, key: &str) -> String {
+    let quoted = format!("\"{key}\"");
+    let line = text.lines().position(|l| {
+        let t = l.trim_start();
+        t.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('=')) || t.contains(&quoted)
+    });
+    match line {
+        Some(i) => format!("{origin}:{}", i + 1),
+        None => origin.to_string(),
+    }
+}
+
+/// Checks that `value` of `key` is within `min..=max`, else a [`UsageError`] at the key's line.
+pub fn check_range<T: PartialOrd + std::fmt::Display>(
+    origin: &str,
+    text: &str,
+    key: &str,
+    value: T,
+    min: T,
+    max: T,
+    unit: &str,
+) -> anyhow::Result<()> {
+    if value < min || value > max || value.partial_cmp(&value).is_none() {
+        return Err(UsageError::new(format!(
+            "{}: {key} = {value}: must be between {min} and {max}{unit}",
+            at_key(origin, text, key)
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Data files (suites, datasets, corpora) larger than this are refused: 256 MiB.
+pub const MAX_DATA_BYTES: u64 = 256 << 20;
+
 /// Reads a UTF-8 text file of at most `limit` bytes; a larger one is an error that names the limit.
 pub fn read_limited(path: &Path, limit: u64) -> std::io::Result<String> {
     use std::io::Read;
@@ -131,6 +168,16 @@ mod tests {
         let err = resolve_profile(tmp.path(), "sim", "nope", BUILTINS, "--profile").unwrap_err();
         assert!(err.is::<UsageError>());
         assert!(err.to_string().contains("(default)"), "{err}");
+    }
+
+    #[test]
+    fn range_errors_point_at_the_key() {
+        let text = "a = 1\nstartup_timeout_s = 99999999999\n";
+        let err = check_range("p.toml", text, "startup_timeout_s", 99999999999u64, 1, 604800, " seconds").unwrap_err();
+        assert!(err.is::<UsageError>());
+        assert_eq!(err.to_string(), "p.toml:2: startup_timeout_s = 99999999999: must be between 1 and 604800 seconds");
+        assert!(check_range("c.json", "{\n \"x\": 5}", "x", f64::NAN, 0.0, 1.0, "").unwrap_err().to_string().starts_with("c.json:2: x = NaN"));
+        assert!(check_range("c.json", "", "x", 0.5, 0.0, 1.0, "").is_ok());
     }
 
     #[test]

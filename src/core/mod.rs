@@ -2,6 +2,8 @@
 //! sink, the manifest and results folder, the sample timeline, and the error kinds that set the
 //! exit code. Nothing here does network IO or knows about clap.
 
+pub mod audit;
+pub mod blocks;
 pub mod chat;
 pub mod clock;
 pub mod config;
@@ -13,4 +15,4 @@ pub mod timeline;
 
 pub use chat::ChatMessage;
 pub use clock::RunClock;
-pub use error::{Interrupted, UsageError};
+pub use error::{redact, AllFailed, ErrorRateExceeded, Interrupted, ServerDied, UsageError};

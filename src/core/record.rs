@@ -26,9 +26,26 @@ pub enum Status {
     Timeout,
     Connect,
     Stream,
+    /// The server's numbers are outside physical bounds (usage above the context, cached above
+    /// prompt, absurd counts): the record is kept for audit but counted as a failure.
+    Invalid,
+    /// The stream ended properly but carried no content at all.
+    Empty,
 }
 
 impl Status {
+    /// Every status, in the order reports list them.
+    pub const ALL: [Status; 8] = [
+        Status::Ok,
+        Status::Http4xx,
+        Status::Http5xx,
+        Status::Timeout,
+        Status::Connect,
+        Status::Stream,
+        Status::Invalid,
+        Status::Empty,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Ok => "ok",
@@ -37,6 +54,8 @@ impl Status {
             Status::Timeout => "timeout",
             Status::Connect => "connect",
             Status::Stream => "stream",
+            Status::Invalid => "invalid",
+            Status::Empty => "empty",
         }
     }
     pub fn is_ok(self) -> bool {
@@ -66,27 +85,46 @@ impl RagPhase {
     }
 }
 
-/// Why a turn reused fewer prompt tokens than an ideal cache would (DESIGN §5).
+/// Why a turn reused fewer prompt tokens than it could have (DESIGN §5): the reason the server
+/// reused less than the ledger expected, or, when it reused what was expected, why the
+/// expectation itself fell short of continuing the conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum ReuseFlag {
-    /// The prompt itself diverged from the previous one well before its end (e.g. a RAG
-    /// document was removed), so little could be reused by design.
+    /// The prompt itself changed before its end (a RAG document removed, a system prompt
+    /// edited): the cache could not hold what was never sent.
     DivergentPrompt,
-    /// The server reused at least one block less than the common prefix allowed: blocks were
-    /// evicted (or the cache is off).
-    Eviction,
-    /// Observed reuse is short of expected by less than one block: the server rounds to a
-    /// block size other than the one assumed.
+    /// The previous answer's text re-tokenizes to other ids than were generated (template or
+    /// tokenizer drift), so the answer's cached blocks do not match the next prompt.
+    AnswerRetokenized,
+    /// The server's cache is too small: the capacity model (LRU over its KV blocks) predicted
+    /// the blocks were evicted. Older results call this `eviction`.
+    #[serde(alias = "eviction")]
+    CapacityEviction,
+    /// `vllm:num_preemptions_total` moved during the turn.
+    Preemption,
+    /// Other requests were in flight: per-turn accounting is inexact.
+    Concurrent,
+    /// The server reports prefix caching off.
+    CacheOff,
+    /// Short of expected by less than one block: the server rounds to another block size.
     BlockRounding,
+    /// None of the above explains it (or the server reused more than an ideal cache could): a
+    /// finding.
+    Unexplained,
 }
 
 impl ReuseFlag {
     pub fn as_str(self) -> &'static str {
         match self {
             ReuseFlag::DivergentPrompt => "divergent_prompt",
-            ReuseFlag::Eviction => "eviction",
+            ReuseFlag::AnswerRetokenized => "answer_retokenized",
+            ReuseFlag::CapacityEviction => "capacity_eviction",
+            ReuseFlag::Preemption => "preemption",
+            ReuseFlag::Concurrent => "concurrent",
+            ReuseFlag::CacheOff => "cache_off",
             ReuseFlag::BlockRounding => "block_rounding",
+            ReuseFlag::Unexplained => "unexplained",
         }
     }
 }
@@ -171,13 +209,22 @@ pub struct CacheObservation {
     pub server_hits: Option<u64>,
     /// Delta of `vllm:prefix_cache_queries_total` over the turn.
     pub server_queries: Option<u64>,
-    /// Longest common token prefix with the previous prompt of the same conversation.
+    /// Longest common token prefix with the previous prompt of this conversation followed by
+    /// the tokens generated for it.
     pub common_prefix_tokens: Option<u64>,
-    /// `common_prefix_tokens` rounded down to the engine's block size.
+    /// What an unbounded cache of everything this server was sent and generated since its start
+    /// or last reset would reuse: whole blocks, the last prompt token always computed.
     pub expected_reusable_tokens: Option<u64>,
+    /// The same under the server's real capacity (LRU over `num_gpu_blocks`), when known.
+    #[serde(default)]
+    pub predicted_reusable_tokens: Option<u64>,
     /// Token count of the previous prompt of this conversation.
     pub previous_prompt_tokens: Option<u64>,
     pub block_size: Option<u64>,
+    /// Where the prompt and answer token ids came from: `server` (`return_token_ids`),
+    /// `tokenize` (`/tokenize`), absent when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_source: Option<String>,
     pub flag: Option<ReuseFlag>,
 }
 
@@ -249,6 +296,45 @@ pub struct RenderedPrompt {
     pub sha256: String,
 }
 
+/// Token counts above this are not a real request's (the largest context windows are ~10M).
+pub const MAX_PLAUSIBLE_TOKENS: u64 = 100_000_000;
+
+/// Why the server's `usage` cannot be true of a request that asked for at most `max_tokens`
+/// output tokens from a model with `context` tokens of context (when known); `None`: plausible.
+/// Completion tokens may exceed `max_tokens` a little (servers count a stop token), not twice
+/// over.
+pub fn implausible_usage(usage: &Usage, max_tokens: u32, context: Option<u64>) -> Option<String> {
+    let fields = [
+        ("prompt_tokens", usage.prompt_tokens),
+        ("completion_tokens", usage.completion_tokens),
+        ("cached_tokens", usage.cached_tokens),
+    ];
+    for (name, v) in fields {
+        if let Some(v) = v.filter(|v| *v > MAX_PLAUSIBLE_TOKENS) {
+            return Some(format!("usage.{name} = {v} is not a plausible token count (above {MAX_PLAUSIBLE_TOKENS})"));
+        }
+    }
+    if let (Some(cached), Some(prompt)) = (usage.cached_tokens, usage.prompt_tokens) {
+        if cached > prompt {
+            return Some(format!("usage: cached_tokens {cached} > prompt_tokens {prompt}"));
+        }
+    }
+    if let Some(completion) = usage.completion_tokens {
+        let allowed = 2 * u64::from(max_tokens) + 16;
+        if completion > allowed {
+            return Some(format!(
+                "usage: completion_tokens {completion} far above max_tokens {max_tokens} (more than {allowed})"
+            ));
+        }
+    }
+    if let (Some(prompt), Some(context)) = (usage.prompt_tokens, context) {
+        if prompt > context {
+            return Some(format!("usage: prompt_tokens {prompt} above the model's context of {context} tokens"));
+        }
+    }
+    None
+}
+
 impl TurnRecord {
     /// Tokens the server reused for this turn: `cached_tokens` from usage, else the `/metrics`
     /// hit delta.
@@ -257,8 +343,8 @@ impl TurnRecord {
     }
 }
 
-/// Appends records to `turns.jsonl`, one unbuffered write per record, so a crash of turnbench
-/// loses nothing that completed.
+/// Appends records to a JSON-lines file (`turns.jsonl`, `transcripts.jsonl`, `tokens.jsonl`), one
+/// unbuffered write per record, so a crash of turnbench loses nothing that completed.
 pub struct RecordSink {
     path: PathBuf,
     file: File,
@@ -275,7 +361,7 @@ impl RecordSink {
         Ok(Self { path: path.to_path_buf(), file, written: 0 })
     }
 
-    pub fn append(&mut self, record: &TurnRecord) -> Result<()> {
+    pub fn append<T: Serialize>(&mut self, record: &T) -> Result<()> {
         let mut line = serde_json::to_vec(record)?;
         line.push(b'\n');
         self.file
@@ -320,17 +406,33 @@ pub fn read_records(path: &Path) -> Result<(Vec<TurnRecord>, Vec<String>)> {
 /// Called with every record as it is made (the run's progress).
 pub type RecordObserver = std::sync::Arc<dyn Fn(&TurnRecord) + Send + Sync>;
 
+/// What a turn sent and received, for audit and exact replay: `transcripts.jsonl` and, when the
+/// token ids are known, `tokens.jsonl` (see [`crate::core::audit`]).
+pub struct Audit {
+    pub transcript: super::audit::Transcript,
+    pub tokens: Option<super::audit::TokenIds>,
+}
+
+struct Sinks {
+    turns: RecordSink,
+    records: Vec<TurnRecord>,
+    /// `transcripts.jsonl` and `tokens.jsonl`.
+    audit: Option<(RecordSink, RecordSink)>,
+}
+
 /// Where completed records go: appended to `turns.jsonl` at once and kept in memory for the
-/// reports. Cloneable so concurrent sessions can share it.
+/// reports; with [`with_audit`](Self::with_audit), each turn's messages, answer and token ids
+/// go beside them. Cloneable so concurrent sessions can share it.
 #[derive(Clone)]
 pub struct Recorder {
-    inner: std::sync::Arc<std::sync::Mutex<(RecordSink, Vec<TurnRecord>)>>,
+    inner: std::sync::Arc<std::sync::Mutex<Sinks>>,
     observer: Option<RecordObserver>,
 }
 
 impl Recorder {
     pub fn new(sink: RecordSink) -> Self {
-        Self { inner: std::sync::Arc::new(std::sync::Mutex::new((sink, Vec::new()))), observer: None }
+        let sinks = Sinks { turns: sink, records: Vec::new(), audit: None };
+        Self { inner: std::sync::Arc::new(std::sync::Mutex::new(sinks)), observer: None }
     }
 
     /// A recorder that also tells `observer` of every record.
@@ -338,19 +440,37 @@ impl Recorder {
         Self { observer: Some(observer), ..Self::new(sink) }
     }
 
+    /// Also writes each turn's [`Audit`] to `transcripts` and `tokens`.
+    pub fn with_audit(self, transcripts: RecordSink, tokens: RecordSink) -> Self {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).audit = Some((transcripts, tokens));
+        self
+    }
+
     pub fn record(&self, record: TurnRecord) -> Result<()> {
+        self.record_turn(record, None)
+    }
+
+    /// Records a turn and what it sent and received.
+    pub fn record_turn(&self, record: TurnRecord, audit: Option<Audit>) -> Result<()> {
         if let Some(observe) = &self.observer {
             observe(&record);
         }
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        guard.0.append(&record)?;
-        guard.1.push(record);
+        let sinks = &mut *guard;
+        if let (Some((transcripts, tokens)), Some(audit)) = (&mut sinks.audit, audit) {
+            transcripts.append(&audit.transcript)?;
+            if let Some(ids) = &audit.tokens {
+                tokens.append(ids)?;
+            }
+        }
+        sinks.turns.append(&record)?;
+        sinks.records.push(record);
         Ok(())
     }
 
     /// How many records so far.
     pub fn len(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).1.len()
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).records.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -360,12 +480,12 @@ impl Recorder {
     /// Records from index `from` on (completion order), for live progress lines.
     pub fn records_since(&self, from: usize) -> Vec<TurnRecord> {
         let guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        guard.1.get(from..).map(<[TurnRecord]>::to_vec).unwrap_or_default()
+        guard.records.get(from..).map(<[TurnRecord]>::to_vec).unwrap_or_default()
     }
 
     /// Every record so far, in completion order.
     pub fn records(&self) -> Vec<TurnRecord> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).1.clone()
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).records.clone()
     }
 }
 
@@ -375,9 +495,21 @@ mod status_tests {
 
     #[test]
     fn status_serializes_as_its_design_name() {
-        for s in [Status::Ok, Status::Http4xx, Status::Http5xx, Status::Timeout, Status::Connect, Status::Stream] {
+        for s in Status::ALL {
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
             assert_eq!(serde_json::from_value::<Status>(s.as_str().into()).unwrap(), s);
         }
+    }
+
+    #[test]
+    fn usage_outside_physical_bounds_is_implausible() {
+        let u = |p, c, k| Usage { prompt_tokens: p, completion_tokens: c, cached_tokens: k };
+        assert_eq!(implausible_usage(&u(Some(100), Some(16), Some(96)), 16, Some(4096)), None);
+        assert_eq!(implausible_usage(&u(None, None, None), 16, None), None);
+        let why = |p, c, k, ctx| implausible_usage(&u(p, c, k), 16, ctx).unwrap();
+        assert!(why(Some(100), Some(16), Some(101), None).contains("cached_tokens 101 > prompt_tokens 100"));
+        assert!(why(Some(1_000_000_000_000_000_000), Some(16), None, None).contains("prompt_tokens = 1000000000000000000"));
+        assert!(why(Some(10), Some(5000), None, None).contains("far above max_tokens 16"));
+        assert!(why(Some(5000), Some(16), None, Some(4096)).contains("context of 4096"));
     }
 }

@@ -12,6 +12,8 @@ use super::config::ConfigSource;
 
 pub const MANIFEST_FILE: &str = "manifest.json";
 pub const TURNS_FILE: &str = "turns.jsonl";
+/// `--ab prefix-caching`: arm B's results folder, inside arm A's.
+pub const AB_OFF_DIR: &str = "ab-off";
 
 /// A data file a run read, by path and content hash.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -52,6 +54,17 @@ pub struct Manifest {
     pub settings: serde_json::Value,
     /// Set when the run was interrupted (Ctrl-C) or failed before the suite ended.
     pub interrupted: bool,
+    /// `false` from the first write on, `true` only in the very last write of a run that got to
+    /// its end (reports written). A folder whose manifest still says `false` was killed.
+    /// Absent in folders written before turnbench recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed: Option<bool>,
+    /// When the run was marked complete (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+    /// Why the run stopped early because its server died or could not be reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_died: Option<String>,
     /// One entry per test: its server's start-up and teardown, and how it ended.
     #[serde(default)]
     pub tests: Vec<TestRun>,

@@ -72,6 +72,11 @@ pub struct ProcessWatch {
 }
 
 impl ProcessWatch {
+    /// How the server exited, if it has.
+    pub fn exit_status_now(&self) -> Option<ExitStatus> {
+        *self.exited.borrow()
+    }
+
     /// If the server exits within `wait`, says so with the last lines of its log.
     pub async fn death_note(&self, wait: Duration) -> Option<String> {
         let mut exited = self.exited.clone();
@@ -93,6 +98,21 @@ impl Engine {
             Engine::Vllm { .. } => "vllm",
             Engine::External { .. } => "external",
         }
+    }
+
+    /// The same engine with prefix caching off (`--ab prefix-caching`, arm B); `None` for an
+    /// external server, whose cache turnbench cannot switch.
+    pub fn without_prefix_caching(&self) -> Option<Engine> {
+        let mut engine = self.clone();
+        match &mut engine {
+            Engine::Sim { extra_args, .. } => extra_args.push("--no-prefix-caching".into()),
+            Engine::Vllm { profile, extra_args, .. } => {
+                profile.enable_prefix_caching = false;
+                extra_args.retain(|a| a != "--enable-prefix-caching");
+            }
+            Engine::External { .. } => return None,
+        }
+        Some(engine)
     }
 
     pub fn is_managed(&self) -> bool {

@@ -70,7 +70,29 @@ impl VllmProfile {
         Self::resolve(Path::new("configs"), name_or_path).map(|(p, _)| p)
     }
 
+    /// Parses and range-checks a profile: every count and timeout is checked here, before
+    /// vLLM is launched (a deadline computed from a huge timeout would overflow).
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
+        let profile = Self::parse_toml(text, origin)?;
+        use crate::core::config::check_range;
+        check_range(origin, text, "startup_timeout_s", profile.startup_timeout_s, 1, 7 * 24 * 3600, " seconds (a week)")?;
+        for (key, value, max) in [
+            ("max_num_batched_tokens", profile.max_num_batched_tokens, 1u64 << 32),
+            ("max_num_seqs", profile.max_num_seqs, 1 << 20),
+            ("block_size", profile.block_size, 1 << 16),
+            ("max_model_len", profile.max_model_len, 1 << 32),
+        ] {
+            if let Some(v) = value {
+                check_range(origin, text, key, v, 1, max, "")?;
+            }
+        }
+        if let Some(u) = profile.gpu_memory_utilization {
+            check_range(origin, text, "gpu_memory_utilization", u, 0.01, 1.0, "")?;
+        }
+        Ok(profile)
+    }
+
+    fn parse_toml(text: &str, origin: &str) -> Result<Self> {
         toml::from_str(text).map_err(|e| {
             let at = e
                 .span()
@@ -151,6 +173,18 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.starts_with("p.toml:2:") && msg.contains("max_num_seq"), "{msg}");
         assert_eq!(crate::core::error::exit_code(&err), 2);
+    }
+
+    #[test]
+    fn counts_and_timeouts_are_range_checked_at_parse_time() {
+        let err = VllmProfile::parse("enable_prefix_caching = true\nstartup_timeout_s = 18446744073709551615\n", "p.toml")
+            .unwrap_err();
+        assert_eq!(crate::core::error::exit_code(&err), 2);
+        assert!(err.to_string().starts_with("p.toml:2: startup_timeout_s = 18446744073709551615: must be between 1 and 604800"), "{err}");
+        let err = VllmProfile::parse("enable_prefix_caching = true\ngpu_memory_utilization = 7.0\n", "p.toml").unwrap_err();
+        assert!(err.to_string().contains("gpu_memory_utilization = 7"), "{err}");
+        let err = VllmProfile::parse("enable_prefix_caching = true\nmax_num_seqs = 0\n", "p.toml").unwrap_err();
+        assert!(err.to_string().contains("max_num_seqs = 0"), "{err}");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use super::Isolation;
-use crate::cli::{EngineKind, RunArgs};
+use crate::cli::{EngineKind, PromptMode, RunArgs};
 use crate::core::config::ConfigSource;
 use crate::core::UsageError;
 use crate::engine::vllm::VllmProfile;
@@ -20,12 +20,8 @@ pub fn plan(args: &RunArgs, isolation: Isolation) -> Result<(Engine, Vec<ConfigS
     }
     match kind {
         EngineKind::External => {
-            let base_url =
-                args.endpoint.clone().ok_or_else(|| UsageError::new("--engine external needs --endpoint URL"))?;
-            if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-                return Err(UsageError::new(format!("--endpoint {base_url:?}: expected an http:// or https:// URL")).into());
-            }
-            let base_url = base_url.trim_end_matches('/').trim_end_matches("/v1").to_string();
+            let url = args.endpoint.as_deref().ok_or_else(|| UsageError::new("--engine external needs --endpoint URL"))?;
+            let base_url = parse_endpoint(url)?.base_url;
             Ok((Engine::External { base_url }, vec![]))
         }
         EngineKind::Sim => {
@@ -52,6 +48,71 @@ pub fn plan(args: &RunArgs, isolation: Isolation) -> Result<(Engine, Vec<ConfigS
             };
             Ok((engine, vec![source]))
         }
+    }
+}
+
+/// What `--endpoint` names: the server's base URL and, for a full endpoint URL, the prompt mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointUrl {
+    /// Without a trailing `/`, `/v1` or endpoint path: turnbench appends `/v1/...` itself.
+    pub base_url: String,
+    /// `…/v1/chat/completions` → chat, `…/v1/completions` → completion, else none.
+    pub prompt_mode: Option<PromptMode>,
+}
+
+/// Accepts a base URL (`http://host:8000`), `…/v1`, or a full `…/v1/chat/completions` /
+/// `…/v1/completions` URL, with or without a trailing `/`.
+pub fn parse_endpoint(url: &str) -> Result<EndpointUrl> {
+    let usage = |why: &str| UsageError::new(format!("--endpoint {url:?}: {why}"));
+    let Some(after_scheme) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) else {
+        return Err(usage("expected an http:// or https:// URL").into());
+    };
+    if after_scheme.is_empty() || after_scheme.starts_with('/') {
+        return Err(usage("no host").into());
+    }
+    if url.contains(['?', '#']) {
+        return Err(usage("a query or fragment has no place in the server's URL").into());
+    }
+    let trimmed = url.trim_end_matches('/');
+    let (rest, prompt_mode) = if let Some(r) = trimmed.strip_suffix("/v1/chat/completions") {
+        (r, Some(PromptMode::Chat))
+    } else if let Some(r) = trimmed.strip_suffix("/v1/completions") {
+        (r, Some(PromptMode::Completion))
+    } else if let Some(r) = trimmed.strip_suffix("/v1") {
+        (r, None)
+    } else if let Some(i) = trimmed.find("/v1/") {
+        let path = &trimmed[i..];
+        return Err(usage(&format!(
+            "{path} is not an endpoint turnbench sends to; give the base URL, …/v1, …/v1/chat/completions or …/v1/completions"
+        ))
+        .into());
+    } else {
+        (trimmed, None)
+    };
+    Ok(EndpointUrl { base_url: rest.to_string(), prompt_mode })
+}
+
+/// `--prompt-mode`, else what a full `--endpoint` URL names, else chat. Both, disagreeing, is a
+/// usage error.
+pub fn prompt_mode(args: &RunArgs) -> Result<PromptMode> {
+    let implied = match args.endpoint.as_deref() {
+        Some(url) => parse_endpoint(url)?.prompt_mode,
+        None => None,
+    };
+    let name = |m: PromptMode| match m {
+        PromptMode::Chat => "chat",
+        PromptMode::Completion => "completion",
+    };
+    match (args.prompt_mode, implied) {
+        (Some(given), Some(url)) if given != url => Err(UsageError::new(format!(
+            "--prompt-mode {} conflicts with --endpoint {:?}, which names the {} endpoint; drop one of them",
+            name(given),
+            args.endpoint.as_deref().unwrap_or_default(),
+            name(url)
+        ))
+        .into()),
+        (Some(m), _) | (None, Some(m)) => Ok(m),
+        (None, None) => Ok(PromptMode::Chat),
     }
 }
 
@@ -97,5 +158,40 @@ fn local_model(name: &str) -> String {
     match crate::hub::resolve_model(name, &cache) {
         Some(snapshot) => snapshot.display().to_string(),
         None => name.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(url: &str) -> (String, Option<PromptMode>) {
+        let e = parse_endpoint(url).unwrap();
+        (e.base_url, e.prompt_mode)
+    }
+
+    #[test]
+    fn endpoint_takes_a_base_url_v1_or_a_full_endpoint_url() {
+        let base = "https://host:8000".to_string();
+        assert_eq!(parsed("https://host:8000"), (base.clone(), None));
+        assert_eq!(parsed("https://host:8000/"), (base.clone(), None));
+        assert_eq!(parsed("https://host:8000/v1/"), (base.clone(), None));
+        assert_eq!(parsed("https://host:8000/v1/chat/completions"), (base.clone(), Some(PromptMode::Chat)));
+        assert_eq!(parsed("https://host:8000/v1/completions/"), (base, Some(PromptMode::Completion)));
+        assert_eq!(parsed("http://gw/openai/v1/chat/completions"), ("http://gw/openai".into(), Some(PromptMode::Chat)));
+    }
+
+    #[test]
+    fn endpoint_errors_name_the_flag_and_exit_2() {
+        for (url, says) in [
+            ("host:8000", "http:// or https://"),
+            ("http://", "no host"),
+            ("http://h/v1/models", "/v1/models is not an endpoint"),
+            ("http://h/v1/chat/completions?x=1", "query"),
+        ] {
+            let err = parse_endpoint(url).unwrap_err();
+            assert!(err.to_string().contains("--endpoint") && err.to_string().contains(says), "{url}: {err}");
+            assert_eq!(crate::core::error::exit_code(&err), 2);
+        }
     }
 }

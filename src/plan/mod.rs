@@ -68,10 +68,17 @@ pub struct Plan {
     pub seed: u64,
     pub sample_interval: Duration,
     pub allow_busy_gpu: bool,
+    /// `--max-error-rate`: the most failed requests (percent of measured) a run may have and
+    /// still exit 0.
+    pub max_error_rate: Option<f64>,
     pub results_dir: PathBuf,
     pub label: Option<String>,
     /// Print the selected suite and stop.
     pub list_conversations: bool,
+    /// `--ab prefix-caching`: after this run, replay its prompts with caching off.
+    pub ab: bool,
+    /// Write the results exactly here instead of a new timestamped folder (arm B of an A/B).
+    pub exact_dir: Option<PathBuf>,
     /// Profiles read for this run, for the manifest.
     pub configs: Vec<ConfigSource>,
     /// The resolved settings, as the manifest records them (secrets redacted).
@@ -95,7 +102,23 @@ impl Plan {
             cli::Isolation::Run => Isolation::Run,
         };
         let (engine, configs) = engine::plan(args, isolation)?;
-        let template = template_for(args)?;
+        let ab = args.ab.is_some();
+        if ab {
+            if engine.without_prefix_caching().is_none() {
+                return Err(UsageError::new(
+                    "--ab prefix-caching needs a managed engine (--engine sim|vllm): turnbench cannot turn an external server's prefix cache off",
+                )
+                .into());
+            }
+            if !matches!(schedule, SchedulePlan::Sequential) {
+                return Err(UsageError::new(
+                    "--ab replays a single-user run: drop --concurrency / --qps / --sweep (many-user A/B arms would not send the same prompts in the same order)",
+                )
+                .into());
+            }
+        }
+        let prompt_mode = engine::prompt_mode(args)?;
+        let template = template_for(args, prompt_mode)?;
         let workload = workload_spec(args)?;
         let source = Source::load(&workload)?;
         let filter = SelectionFilter {
@@ -123,7 +146,7 @@ impl Plan {
             request_timeout: Duration::from_secs_f64(args.request_timeout),
             ignore_eos: !args.no_ignore_eos,
         };
-        let settings = settings_json(args, &schedule);
+        let settings = settings_json(args, &schedule, prompt_mode);
         Ok(Plan {
             engine,
             isolation,
@@ -140,11 +163,36 @@ impl Plan {
             seed: args.seed,
             sample_interval: Duration::from_millis(args.sample_interval),
             allow_busy_gpu: args.allow_busy_gpu,
+            max_error_rate: args.max_error_rate,
             results_dir: args.results_dir.clone(),
             label: args.label.clone(),
             list_conversations: args.selection.list_conversations,
+            ab,
+            exact_dir: None,
             configs,
             settings,
+        })
+    }
+
+    /// Arm B of an A/B run whose arm A wrote `dir_a`: the same engine with prefix caching off,
+    /// sending arm A's exact prompts, its results in `dir_a/ab-off`.
+    pub fn arm_b(&self, dir_a: &std::path::Path) -> Result<Plan> {
+        let engine = self.engine.without_prefix_caching().ok_or_else(|| UsageError::new("--ab needs a managed engine"))?;
+        let workload = WorkloadSpec { kind: WorkloadKind::Replay, path: Some(dir_a.to_path_buf()), ..self.workload.clone() };
+        let source = Source::load(&workload)?;
+        let mut settings = self.settings.clone();
+        settings["ab"] = json!({"arm": "B", "prefix_caching": false, "replay_of": dir_a});
+        Ok(Plan {
+            engine,
+            workload,
+            source,
+            filter: SelectionFilter::default(),
+            ab: false,
+            exact_dir: Some(dir_a.join(crate::core::results::AB_OFF_DIR)),
+            label: Some("ab-off".into()),
+            list_conversations: false,
+            settings,
+            ..self.clone()
         })
     }
 
@@ -178,6 +226,9 @@ fn check_numbers(args: &RunArgs) -> Result<()> {
         ))
         .into());
     }
+    if let Some(p) = args.max_error_rate.filter(|p| !(p.is_finite() && (0.0..=100.0).contains(p))) {
+        return Err(UsageError::new(format!("--max-error-rate {p}: must be a percentage between 0 and 100")).into());
+    }
     if !(args.think_time_ms.is_finite() && args.think_time_ms >= 0.0 && args.think_time_ms <= MAX_TIMEOUT_S * 1000.0) {
         return Err(UsageError::new(format!("--think-time-ms {}: must be zero or more (at most a week)", args.think_time_ms)).into());
     }
@@ -194,6 +245,13 @@ fn workload_spec(args: &RunArgs) -> Result<WorkloadSpec> {
         cli::WorkloadKind::Sharegpt => WorkloadKind::Sharegpt,
         cli::WorkloadKind::Openai => WorkloadKind::Openai,
         cli::WorkloadKind::Snapshot => WorkloadKind::Snapshot,
+    };
+    let (kind, path) = match &args.replay {
+        Some(_) if l.workload != cli::WorkloadKind::Suite || l.workload_path.is_some() => {
+            return Err(UsageError::new("--replay DIR replays a recorded run; it takes no --workload or --workload-path").into());
+        }
+        Some(dir) => (WorkloadKind::Replay, Some(dir.clone())),
+        None => (kind, l.workload_path.clone()),
     };
     if kind == WorkloadKind::Suite && l.workload_path.is_some() {
         return Err(UsageError::new(
@@ -214,6 +272,16 @@ fn workload_spec(args: &RunArgs) -> Result<WorkloadSpec> {
             return Err(UsageError::new(format!("{flag} {v}: at most 1000000 tokens")).into());
         }
     }
+    // Generated conversations are built in memory up front: bound what they can add up to.
+    let turns = (l.users as u64).saturating_mul(l.rounds as u64);
+    let prompt_bytes = (l.users as u64).saturating_mul((l.system_tokens + l.history_tokens) as u64).saturating_mul(4);
+    if turns > 10_000_000 || prompt_bytes > 1 << 30 {
+        return Err(UsageError::new(format!(
+            "--users {} × --rounds {} (at most 10000000 turns) and --users × (--system-tokens + --history-tokens) × 4 bytes (at most 1 GiB): too large to generate",
+            l.users, l.rounds
+        ))
+        .into());
+    }
     if l.answer_tokens == 0 || l.answer_tokens > 1_000_000 {
         return Err(UsageError::new(format!("--answer-tokens {}: must be between 1 and 1000000", l.answer_tokens)).into());
     }
@@ -221,7 +289,7 @@ fn workload_spec(args: &RunArgs) -> Result<WorkloadSpec> {
         kind,
         data: args.selection.data.clone(),
         rag_data: args.selection.rag_data.clone(),
-        path: l.workload_path.clone(),
+        path,
         users: l.users,
         rounds: l.rounds,
         system_tokens: l.system_tokens,
@@ -234,8 +302,8 @@ fn workload_spec(args: &RunArgs) -> Result<WorkloadSpec> {
 /// The template prompts are rendered with: `None` in `--prompt-mode chat`. In completion mode:
 /// `--chat-template`, else the own template of the local model `--model` resolves to, else the
 /// catalog's built-in template for that model.
-fn template_for(args: &RunArgs) -> Result<Option<Arc<ChatTemplate>>> {
-    if args.prompt_mode == cli::PromptMode::Chat {
+fn template_for(args: &RunArgs, prompt_mode: cli::PromptMode) -> Result<Option<Arc<ChatTemplate>>> {
+    if prompt_mode == cli::PromptMode::Chat {
         if args.chat_template.is_some() {
             return Err(UsageError::new(
                 "--chat-template applies to --prompt-mode completion only (in chat mode the server applies its template)",
@@ -266,7 +334,7 @@ fn template_for(args: &RunArgs) -> Result<Option<Arc<ChatTemplate>>> {
 }
 
 /// The settings as the manifest records them (`settings`): flags and defaults, secrets redacted.
-fn settings_json(args: &RunArgs, schedule: &SchedulePlan) -> serde_json::Value {
+fn settings_json(args: &RunArgs, schedule: &SchedulePlan, prompt_mode: cli::PromptMode) -> serde_json::Value {
     let s = &args.selection;
     let mut out = json!({
         "selection": {
@@ -291,9 +359,12 @@ fn settings_json(args: &RunArgs, schedule: &SchedulePlan) -> serde_json::Value {
         "ignore_eos": !args.no_ignore_eos,
         "sample_interval_ms": args.sample_interval,
         "allow_busy_gpu": args.allow_busy_gpu,
+        "max_error_rate_pct": args.max_error_rate,
         "api_key": args.api_key.as_ref().map(|_| "<redacted>"),
-        "prompt_mode": format!("{:?}", args.prompt_mode).to_lowercase(),
+        "prompt_mode": format!("{prompt_mode:?}").to_lowercase(),
         "chat_template": args.chat_template,
+        "ab": args.ab.map(|_| json!({"arm": "A", "prefix_caching": true})),
+        "replay": args.replay,
     });
     if let SchedulePlan::Load(load) = schedule {
         let l = &args.load;

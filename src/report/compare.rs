@@ -79,9 +79,9 @@ pub fn compare(a_name: &str, a: &Summary, b_name: &str, b: &Summary) -> Comparis
     }
 }
 
-const HEADERS: [&str; 5] = ["", "A", "B", "Δ A−B", "speedup B/A"];
+pub(crate) const COMPARE_HEADERS: [&str; 5] = ["", "A", "B", "Δ A−B", "speedup B/A"];
 
-fn rows(c: &Comparison) -> Vec<Vec<String>> {
+pub(crate) fn compare_rows(c: &Comparison) -> Vec<Vec<String>> {
     let mut rows: Vec<Vec<String>> = c
         .turns
         .iter()
@@ -108,7 +108,7 @@ fn rows(c: &Comparison) -> Vec<Vec<String>> {
     rows
 }
 
-fn legend(c: &Comparison) -> String {
+pub(crate) fn compare_legend(c: &Comparison) -> String {
     let sim = |s: bool| if s { " (simulated)" } else { "" };
     format!(
         "A = {}{}, B = {}{}; Δ = A − B (negative: A faster); speedup = B / A (above 1: A faster)",
@@ -122,11 +122,11 @@ fn legend(c: &Comparison) -> String {
 /// The comparison as a console table with a legend line.
 pub fn compare_table(c: &Comparison) -> String {
     let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED).set_header(HEADERS.to_vec());
-    for row in rows(c) {
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(COMPARE_HEADERS.to_vec());
+    for row in compare_rows(c) {
         table.add_row(row);
     }
-    format!("{}\n{table}", legend(c))
+    format!("{}\n{table}", compare_legend(c))
 }
 
 /// The comparison as Markdown (`compare-<B>.md`).
@@ -135,9 +135,9 @@ pub fn compare_markdown(c: &Comparison) -> String {
     if c.a_simulated || c.b_simulated {
         out.push_str(&format!("> **{}.**\n\n", super::SIMULATED_BANNER));
     }
-    out.push_str(&legend(c));
+    out.push_str(&compare_legend(c));
     out.push_str(".\n\n");
-    out.push_str(&md_table(&HEADERS, &rows(c)));
+    out.push_str(&md_table(&COMPARE_HEADERS, &compare_rows(c)));
     out
 }
 

@@ -16,6 +16,12 @@ pub fn console_summary(summary: &Summary) -> String {
     if summary.run.simulated {
         out.push_str("SIMULATED run (turnbench sim): numbers describe the simulator, not a real model\n");
     }
+    if let Some(note) = &summary.run.incomplete {
+        out.push_str(&format!("INCOMPLETE: {note}\n"));
+    }
+    if let Some(why) = &summary.run.server_died {
+        out.push_str(&format!("SERVER DIED: {why}\n"));
+    }
     if summary.run.interrupted {
         out.push_str("INTERRUPTED: partial results\n");
     }
@@ -49,7 +55,21 @@ pub fn console_summary(summary: &Summary) -> String {
             f1(f.later.as_ref().map(|g| g.p50_ms))
         ),
     ]);
+    let per_token = |g: Option<&crate::analysis::TtftGroup>| {
+        g.and_then(|g| g.ttft_per_uncached_token_p50_ms).map_or("–".into(), |v| format!("{v:.3}"))
+    };
+    table.add_row(vec![
+        "TTFT ms per uncached prompt token (first / later)".to_string(),
+        format!("{} / {}", per_token(f.first.as_ref()), per_token(f.later.as_ref())),
+    ]);
     table.add_row(vec!["prefix-cache reuse".to_string(), format!("{} of prompt tokens", pct(summary.cache.reuse_pct))]);
+    if let Some(ab) = &summary.ab {
+        let g = &ab.later_turns;
+        table.add_row(vec![
+            "A/B: TTFT saved on turns ≥ 2 (p50)".to_string(),
+            format!("{} ({} ms on / {} ms off)", pct(g.saved_pct), f1(g.ttft_p50_on_ms), f1(g.ttft_p50_off_ms)),
+        ]);
+    }
     out.push_str(&table.to_string());
     out
 }

@@ -137,10 +137,10 @@ mod tests {
     fn turns_csv_has_a_flat_row_per_record() {
         let mut a = rec("a, \"quoted\"", 2, 50.0, 150.0, 1100, 992);
         a.tags = vec!["qa".into(), "long".into()];
-        a.cache.flag = Some(ReuseFlag::Eviction);
+        a.cache.flag = Some(ReuseFlag::CapacityEviction);
         let records = vec![a, failed("b", 1, Status::Http5xx, "503: busy")];
         let summary = summarize(&records, &Manifest::default());
-        let input = ReportInput { records: &records, summary: &summary, manifest: &Manifest::default(), timeline: None };
+        let input = ReportInput { records: &records, summary: &summary, manifest: &Manifest::default(), timeline: None, system: None };
         let bytes = TurnsCsv.export(&input).unwrap();
         let text = String::from_utf8(bytes.clone()).unwrap();
         assert!(text.starts_with("test,conversation_id,tags,turn,warmup,level,session,rag_phase,"), "{text}");
@@ -152,7 +152,7 @@ mod tests {
         assert_eq!(row(0, "tags"), "qa;long");
         assert_eq!(row(0, "ttft_ms"), "50");
         assert_eq!(row(0, "cached_tokens"), "992");
-        assert_eq!(row(0, "reuse_flag"), "eviction");
+        assert_eq!(row(0, "reuse_flag"), "capacity_eviction");
         assert_eq!(row(0, "content_chunks"), "5");
         assert_eq!(row(1, "status"), "http_5xx");
         assert_eq!(row(1, "error"), "503: busy");
@@ -167,7 +167,7 @@ mod tests {
             failed("a", 3, Status::Timeout, "t"),
         ];
         let summary = summarize(&records, &Manifest::default());
-        let input = ReportInput { records: &records, summary: &summary, manifest: &Manifest::default(), timeline: None };
+        let input = ReportInput { records: &records, summary: &summary, manifest: &Manifest::default(), timeline: None, system: None };
         let bytes = ConversationsCsv.export(&input).unwrap();
         let text = String::from_utf8(bytes).unwrap();
         let mut lines = text.lines();
@@ -182,7 +182,7 @@ mod tests {
     #[test]
     fn empty_input_still_has_headers() {
         let summary = summarize(&[], &Manifest::default());
-        let input = ReportInput { records: &[], summary: &summary, manifest: &Manifest::default(), timeline: None };
+        let input = ReportInput { records: &[], summary: &summary, manifest: &Manifest::default(), timeline: None, system: None };
         let (h, rows) = parse(&TurnsCsv.export(&input).unwrap());
         assert_eq!((h.len(), rows.len()), (TURN_COLUMNS.len(), 0));
     }

@@ -36,7 +36,7 @@ mod tests {
         ];
         let manifest = Manifest { simulated: true, engine: "sim".into(), ..Default::default() };
         let summary = summarize(&records, &manifest);
-        let input = ReportInput { records: &records, summary: &summary, manifest: &manifest, timeline: None };
+        let input = ReportInput { records: &records, summary: &summary, manifest: &manifest, timeline: None, system: None };
         let bytes = SummaryJson.export(&input).unwrap();
         let back: Summary = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(back, summary);

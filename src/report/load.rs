@@ -9,7 +9,7 @@ use comfy_table::Table;
 use super::fmt::{f1, md_table, opt, pct};
 use anyhow::{anyhow, Result};
 
-use super::plot::{ImageFormat, LineChart, Series};
+use super::plot::{ImageFormat, LineChart, Marker, Series};
 use super::{Exporter, ReportInput};
 use crate::analysis::load::{at, LevelSummary, LoadSummary, Percentile};
 
@@ -172,34 +172,47 @@ fn x(l: &LevelSummary) -> f64 {
 fn percentile_series(load: &LoadSummary, name: &str, get: impl Fn(&LevelSummary) -> &[Percentile]) -> Vec<Series> {
     load.percentiles
         .iter()
-        .map(|p| Series {
-            label: format!("{name} p{p}"),
-            points: load.levels.iter().filter_map(|l| at(get(l), *p).map(|v| (x(l), v))).collect(),
+        .map(|p| {
+            Series::line(
+                format!("{name} p{p}"),
+                load.levels.iter().filter_map(|l| at(get(l), *p).map(|v| (x(l), v))).collect(),
+            )
         })
         .collect()
 }
 
-/// The charts against load, by file stem.
+/// The saturation point as a vertical line at its level's load.
+pub fn saturation_marker(load: &LoadSummary) -> Option<Marker> {
+    let s = load.saturation.as_ref()?;
+    let level = load.levels.iter().find(|l| l.label == s.level)?;
+    Some(Marker { x: x(level), label: format!("saturation ({})", s.level) })
+}
+
+/// The charts against load, by file stem; the saturation point marked on each.
 pub fn charts(load: &LoadSummary) -> Vec<(&'static str, LineChart)> {
     let x_label = "load (target conversations/s; achieved for closed-loop levels)".to_string();
     let mut levels: Vec<&LevelSummary> = load.levels.iter().collect();
     levels.sort_by(|a, b| x(a).total_cmp(&x(b)));
     let sorted = LoadSummary { levels: levels.into_iter().cloned().collect(), ..load.clone() };
+    let marker = saturation_marker(load);
     let rate = LineChart {
-        title: "Rate and success vs load".into(),
-        x_label: x_label.clone(),
-        y_label: "conversations/s, success %".into(),
-        series: vec![
-            Series { label: "target".into(), points: sorted.levels.iter().filter_map(|l| l.target_qps.map(|t| (x(l), t))).collect() },
-            Series { label: "achieved".into(), points: sorted.levels.iter().map(|l| (x(l), l.achieved_qps)).collect() },
-            Series { label: "success %".into(), points: sorted.levels.iter().filter_map(|l| l.success_pct.map(|s| (x(l), s))).collect() },
-        ],
+        y2_label: Some("success %".into()),
+        marker: marker.clone(),
+        ..LineChart::new(
+            "Rate and success vs load",
+            x_label.clone(),
+            "conversations/s",
+            vec![
+                Series::line("target", sorted.levels.iter().filter_map(|l| l.target_qps.map(|t| (x(l), t))).collect()),
+                Series::line("achieved", sorted.levels.iter().map(|l| (x(l), l.achieved_qps)).collect()),
+                Series::line("success %", sorted.levels.iter().filter_map(|l| l.success_pct.map(|s| (x(l), s))).collect())
+                    .on_right(),
+            ],
+        )
     };
     let chart = |title: &str, y: &str, name: &str, get: fn(&LevelSummary) -> &[Percentile]| LineChart {
-        title: title.into(),
-        x_label: x_label.clone(),
-        y_label: y.into(),
-        series: percentile_series(&sorted, name, get),
+        marker: marker.clone(),
+        ..LineChart::new(title, x_label.clone(), y, percentile_series(&sorted, name, get))
     };
     vec![
         ("load_rate", rate),
@@ -234,5 +247,44 @@ impl Exporter for LoadPlot {
             .find(|(stem, _)| *stem == self.stem)
             .ok_or_else(|| anyhow!("no chart {}", self.stem))?;
         chart.render(self.format)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::plot::YAxis;
+    use serde_json::json;
+
+    fn level(label: &str, qps: f64, success: f64, ttft_p50: f64) -> serde_json::Value {
+        json!({"label": label, "target_qps": qps, "concurrency": null, "window_s": 10.0, "requests": 10, "ok": 10,
+               "failed": 0, "success_pct": success, "offered_qps": qps, "achieved_qps": qps * 0.9, "request_rate": qps,
+               "output_tokens_per_s": 100.0, "max_in_flight": 3, "ttft_ms": [{"p": 50.0, "value": ttft_p50}],
+               "e2e_ms": [{"p": 50.0, "value": ttft_p50 * 2.0}], "latency_from_schedule_ms": [], "queue_ms": [],
+               "output_tps": [{"p": 50.0, "value": 40.0}], "errors": [], "statistics": []})
+    }
+
+    #[test]
+    fn charts_sort_levels_by_load_and_mark_saturation() {
+        let load: LoadSummary = serde_json::from_value(json!({
+            "mode": "open", "workload": "suite", "percentiles": [50.0],
+            "levels": [level("qps-8", 8.0, 80.0, 900.0), level("qps-2", 2.0, 100.0, 100.0)],
+            "saturation": {"level": "qps-8", "reasons": ["success < 95%"]},
+            "highest_sustainable": "qps-2", "highest_sustainable_qps": 2.0, "recommendation": "stay at 2/s"
+        }))
+        .unwrap();
+        let charts = charts(&load);
+        assert_eq!(charts.iter().map(|c| c.0).collect::<Vec<_>>(), LOAD_PLOTS);
+        let rate = &charts[0].1;
+        let achieved = rate.series.iter().find(|s| s.label == "achieved").unwrap();
+        assert_eq!(achieved.points, [(2.0, 1.8), (8.0, 7.2)], "sorted by offered load");
+        let success = rate.series.iter().find(|s| s.label == "success %").unwrap();
+        assert_eq!((success.axis, success.points.clone()), (YAxis::Right, vec![(2.0, 100.0), (8.0, 80.0)]));
+        let ttft = &charts[1].1;
+        assert_eq!(ttft.series[0].label, "TTFT p50");
+        assert_eq!(ttft.series[0].points, [(2.0, 100.0), (8.0, 900.0)]);
+        for (_, c) in &charts {
+            assert_eq!(c.marker, Some(Marker { x: 8.0, label: "saturation (qps-8)".into() }));
+        }
     }
 }

@@ -19,6 +19,14 @@ pub const INTERRUPTED_BANNER: &str = "Interrupted: partial results";
 
 pub struct MarkdownReport;
 
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
 impl Exporter for MarkdownReport {
     fn file_name(&self) -> String {
         REPORT_FILE.to_string()
@@ -94,6 +102,12 @@ fn render(input: &ReportInput) -> Result<String> {
     if run.simulated {
         writeln!(out, "> **{SIMULATED_BANNER}.**\n")?;
     }
+    if let Some(note) = &run.incomplete {
+        writeln!(out, "> **{}.**\n", capitalize(note))?;
+    }
+    if let Some(why) = &run.server_died {
+        writeln!(out, "> **The server died: {why}.** The run ended early; failed requests are counted.\n")?;
+    }
     if run.interrupted {
         writeln!(
             out,
@@ -154,6 +168,55 @@ fn render(input: &ReportInput) -> Result<String> {
     ];
     out.push_str(&md_table(&["Metric", "n", "mean", "std", "min", "p50", "p90", "p95", "p99", "max"], &rows));
 
+    // What caching saved, measured, comes first when the run measured it.
+    if let Some(ab) = &s.ab {
+        writeln!(out, "\n## What prefix caching saved (A/B)\n")?;
+        writeln!(out, "**{}**\n", crate::analysis::ab::headline(ab))?;
+        writeln!(
+            out,
+            "Arm A: {}; arm B: {} (`ab-off/`). Prompts identical in both arms (by prompt hashes): {}. {} turns compared.\n",
+            ab.arms.first().map_or("", String::as_str),
+            ab.arms.get(1).map_or("", String::as_str),
+            if ab.identical_prompts { "yes" } else { "**NO**" },
+            ab.compared_turns
+        )?;
+        let rows: Vec<Vec<String>> = ab
+            .by_turn
+            .iter()
+            .map(|t| {
+                vec![
+                    t.turn.to_string(),
+                    t.count.to_string(),
+                    f1(t.ttft_p50_on_ms),
+                    f1(t.ttft_p50_off_ms),
+                    f1(t.saved_ms),
+                    pct(t.saved_pct),
+                    f1(t.uncached_prompt_tokens_on),
+                    f1(t.uncached_prompt_tokens_off),
+                ]
+            })
+            .collect();
+        out.push_str(&md_table(
+            &["Turn", "n", "TTFT p50 on ms", "TTFT p50 off ms", "saved ms", "saved", "uncached prompt tok on", "off"],
+            &rows,
+        ));
+        let rows: Vec<Vec<String>> = ab
+            .by_conversation
+            .iter()
+            .map(|c| {
+                vec![
+                    c.conversation_id.clone(),
+                    c.turns.to_string(),
+                    format!("{:.1}", c.ttft_total_on_ms),
+                    format!("{:.1}", c.ttft_total_off_ms),
+                    pct(c.saved_pct),
+                ]
+            })
+            .collect();
+        writeln!(out)?;
+        out.push_str(&md_table(&["Conversation", "turns", "Σ TTFT on ms", "Σ TTFT off ms", "saved"], &rows));
+    }
+
     // Load levels and saturation come right after the headline: they are what a load run is for.
     if let Some(load) = &s.load {
         out.push_str(&super::load::markdown(load));
@@ -175,14 +238,36 @@ fn render(input: &ReportInput) -> Result<String> {
             f1(f.later.as_ref().map(|g| g.mean_ms)),
             f1(f.later.as_ref().map(|g| g.p50_ms)),
         ],
-        vec!["**Ratio first / later**".into(), String::new(), ratio(f.ratio_mean), ratio(f.ratio_p50)],
+        vec!["**Ratio first / later**".into(), String::new(), ratio(f.ratio_mean), ratio(f.ratio_p50), String::new(), String::new()],
     ];
-    out.push_str(&md_table(&["", "n", "mean ms", "p50 ms"], &rows));
-    writeln!(
-        out,
-        "\nA ratio above 1 means later turns, whose prompt starts with the cached history, get their \
-         first token sooner: prefix caching pays off.\n"
-    )?;
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .zip([f.first.as_ref(), f.later.as_ref(), None])
+        .map(|(mut row, g)| {
+            if let Some(g) = g {
+                row.push(f1(g.prompt_tokens_mean));
+                row.push(g.ttft_per_uncached_token_p50_ms.map_or("–".into(), |v| format!("{v:.3}")));
+            }
+            row
+        })
+        .collect();
+    out.push_str(&md_table(&["", "n", "mean ms", "p50 ms", "prompt tok mean", "TTFT ms per uncached token p50"], &rows));
+    let sizes = f.first.as_ref().and_then(|g| g.prompt_tokens_mean).zip(f.later.as_ref().and_then(|g| g.prompt_tokens_mean));
+    let comparable = sizes.is_none_or(|(a, b)| a > 0.0 && b > 0.0 && (a / b).max(b / a) <= 2.0);
+    if comparable {
+        writeln!(
+            out,
+            "\nA ratio above 1 means later turns, whose prompt starts with the cached history, get their \
+             first token sooner: prefix caching pays off.\n"
+        )?;
+    } else {
+        writeln!(
+            out,
+            "\nThe first and later turns' prompts differ more than 2× in size, so this ratio says little \
+             about caching: compare TTFT per uncached prompt token{}.\n",
+            if s.ab.is_some() { ", and the A/B measurement above" } else { ", or measure it with `--ab prefix-caching`" }
+        )?;
+    }
 
     // By turn.
     writeln!(out, "## By turn number\n")?;
@@ -356,10 +441,15 @@ const NOTES: &str = "\
 all requests pooled); **output tok/s** = output tokens / E2E.
 - Token counts come from the server's `usage`, never from counting chunks. **Cached** = \
 `usage.prompt_tokens_details.cached_tokens`, else the delta of `vllm:prefix_cache_hits_total` over \
-the turn. **Reuse** = Σ cached / Σ prompt tokens. **Expected reusable** = longest common token \
-prefix with the previous prompt of the conversation, rounded down to the block size.
-- Flags: `eviction` (reused at least a block less than expected), `divergent_prompt` (the prompt \
-changed early, e.g. a RAG removal), `block_rounding` (short by less than a block).
+the turn. **Reuse** = Σ cached / Σ prompt tokens. **Expected reusable** = what an unbounded cache \
+of everything this server was sent and generated since its start or last reset would reuse (whole \
+blocks, the last prompt token always computed); **predicted** = the same under the server's \
+capacity (LRU over its KV blocks).
+- Flags (why a turn reused less than it could): `cache_off`, `concurrent` (other requests in \
+flight: inexact), `preemption`, `capacity_eviction` (the capacity model predicted it), \
+`block_rounding` (short by less than a block), `divergent_prompt` (the prompt changed, e.g. a RAG \
+removal), `answer_retokenized` (the previous answer's text re-tokenizes to other ids than were \
+generated), `unexplained` (none of these: a finding).
 - Percentiles: linear interpolation between closest ranks (numpy's default); std: sample (n − 1).
 - Warm-up requests are excluded from statistics; failed requests are counted above and excluded \
 from latency statistics only.
@@ -374,12 +464,12 @@ mod tests {
 
     fn render_for(m: &Manifest) -> String {
         let mut r2 = rec("conv-a", 2, 50.0, 150.0, 1100, 992);
-        r2.cache.flag = Some(ReuseFlag::Eviction);
+        r2.cache.flag = Some(ReuseFlag::CapacityEviction);
         r2.rag_phase = Some(RagPhase::With);
         let records =
             vec![rec("conv-a", 1, 400.0, 500.0, 1000, 0), r2, failed("conv-b", 1, Status::Http5xx, "503 | busy")];
         let summary = summarize(&records, m);
-        let input = ReportInput { records: &records, summary: &summary, manifest: m, timeline: None };
+        let input = ReportInput { records: &records, summary: &summary, manifest: m, timeline: None, system: None };
         String::from_utf8(MarkdownReport.export(&input).unwrap()).unwrap()
     }
 
@@ -405,7 +495,7 @@ mod tests {
         assert!(md.contains("| 2 | 1 | 1 | 50.0 |"), "{md}");
         assert!(md.contains("| qa | 3 | 66.7% |"), "{md}");
         assert!(md.contains("| with | 1 | 1 | 50.0 | 992.0 | 90.2% |"), "{md}");
-        assert!(md.contains("| conv-a | 2 | ok | 1100 | 992 | 992 | 90.2% | 992/1100 | 50.0 | eviction |"), "{md}");
+        assert!(md.contains("| conv-a | 2 | ok | 1100 | 992 | 992 | 90.2% | 992/1100 | 50.0 | capacity_eviction |"), "{md}");
         assert!(md.contains("| http_5xx | 1 | 503 \\| busy |"), "{md}");
         assert!(md.contains("1 failed"));
         assert!(md.contains("## Notes on definitions"));

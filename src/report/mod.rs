@@ -6,26 +6,34 @@ mod compare;
 mod console;
 mod csv_out;
 pub(crate) mod fmt;
+pub mod html;
 mod json;
 pub mod load;
 mod markdown;
 pub mod plot;
 pub mod resources;
+pub mod svg;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
 use crate::analysis::resources::join_records;
+use std::collections::BTreeMap;
+
+use crate::analysis::ab::ArmB;
 use crate::analysis::{summarize_run, Summary};
+use crate::core::audit::{read_lines, Transcript, TRANSCRIPTS_FILE};
 use crate::core::record::{read_records, TurnRecord};
-use crate::core::results::{read_manifest, write_atomic, Manifest, MANIFEST_FILE, TURNS_FILE};
+use crate::core::results::{read_manifest, write_atomic, Manifest, AB_OFF_DIR, MANIFEST_FILE, TURNS_FILE};
 use crate::core::timeline::Timeline;
 use crate::core::UsageError;
+use crate::metrics::monitor::SYSTEM_FILE;
 
 pub use self::compare::{compare, compare_markdown, compare_table, Comparison, TurnComparison};
 pub use self::console::{console_summary, progress_line};
 pub use self::csv_out::{ConversationsCsv, TurnsCsv};
+pub use self::html::{compare_page, HtmlReport, HTML_FILE};
 pub use self::json::SummaryJson;
 pub use self::markdown::{MarkdownReport, SIMULATED_BANNER};
 use self::load::{LoadPlot, LOAD_PLOTS};
@@ -45,6 +53,8 @@ pub struct ReportInput<'a> {
     pub summary: &'a Summary,
     pub manifest: &'a Manifest,
     pub timeline: Option<&'a Timeline>,
+    /// `system.json` of the folder, when it has one (read as JSON: reports show what is there).
+    pub system: Option<&'a serde_json::Value>,
 }
 
 /// One output file of a results folder. No IO: returns the file's bytes.
@@ -61,7 +71,7 @@ pub trait Exporter {
 /// Every exporter `write_reports` runs, in write order.
 pub fn all_exporters() -> Vec<Box<dyn Exporter>> {
     let mut out: Vec<Box<dyn Exporter>> =
-        vec![Box::new(TurnsCsv), Box::new(ConversationsCsv), Box::new(SummaryJson), Box::new(MarkdownReport)];
+        vec![Box::new(TurnsCsv), Box::new(ConversationsCsv), Box::new(SummaryJson), Box::new(MarkdownReport), Box::new(HtmlReport)];
     for format in [ImageFormat::Png, ImageFormat::Svg] {
         out.push(Box::new(TtftByTurnPlot(format)));
         out.push(Box::new(TimelinePlot(format)));
@@ -87,8 +97,11 @@ pub fn write_reports(dir: &Path, records: &[TurnRecord], manifest: &Manifest) ->
         }
         None => records,
     };
-    let summary = summarize_run(records, manifest, timeline.as_ref());
-    let input = ReportInput { records, summary: &summary, manifest, timeline: timeline.as_ref() };
+    let arm_b = read_arm_b(dir)?;
+    let arm_b = arm_b.as_ref().map(|(records, identical_prompts)| ArmB { records, identical_prompts: *identical_prompts });
+    let summary = summarize_run(records, manifest, timeline.as_ref(), arm_b);
+    let system = read_system(dir);
+    let input = ReportInput { records, summary: &summary, manifest, timeline: timeline.as_ref(), system: system.as_ref() };
     for exporter in all_exporters() {
         if !exporter.applies(&input) {
             continue;
@@ -98,6 +111,34 @@ pub fn write_reports(dir: &Path, records: &[TurnRecord], manifest: &Manifest) ->
         write_atomic(&dir.join(&name), &bytes)?;
     }
     Ok(summary)
+}
+
+/// Arm B of an A/B run (`DIR/ab-off/`), when there is one: its records, and whether every turn
+/// both arms ran sent the same prompt (by the prompt hashes in both `transcripts.jsonl`).
+fn read_arm_b(dir: &Path) -> Result<Option<(Vec<TurnRecord>, bool)>> {
+    let b = dir.join(AB_OFF_DIR);
+    if !b.join(TURNS_FILE).is_file() {
+        return Ok(None);
+    }
+    let (records, _) = read_records(&b.join(TURNS_FILE))?;
+    let hashes = |d: &Path| -> Result<BTreeMap<(String, u32), String>> {
+        let lines: Vec<Transcript> = read_lines(&d.join(TRANSCRIPTS_FILE))?;
+        Ok(lines.into_iter().filter(|t| !t.key.warmup).map(|t| ((t.key.conversation_id, t.key.turn), t.prompt_sha256)).collect())
+    };
+    let identical = match (hashes(dir), hashes(&b)) {
+        (Ok(a), Ok(b)) => !b.is_empty() && b.iter().all(|(k, h)| a.get(k) == Some(h)),
+        _ => false,
+    };
+    Ok(Some((records, identical)))
+}
+
+/// `dir/system.json` as JSON; `None` (with a warning when it is unreadable) when absent.
+fn read_system(dir: &Path) -> Option<serde_json::Value> {
+    let path = dir.join(SYSTEM_FILE);
+    let text = std::fs::read_to_string(&path).ok()?;
+    serde_json::from_str(&text)
+        .map_err(|e| eprintln!("warning: {}: {e}; reports leave the system out", path.display()))
+        .ok()
 }
 
 /// A results folder read back: records, manifest, and warnings (e.g. a truncated last line).
@@ -141,6 +182,11 @@ pub fn compare_file_name(other: &Path) -> String {
     format!("compare-{}.md", folder_name(other))
 }
 
+/// The same comparison as a page: `compare-<other folder name>.html`.
+pub fn compare_html_file_name(other: &Path) -> String {
+    format!("compare-{}.html", folder_name(other))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,7 +201,7 @@ mod tests {
         assert_eq!(s.requests.failed, 1);
         let manifest = Manifest::default();
         let summary = crate::analysis::summarize(&records, &manifest);
-        let input = ReportInput { records: &records, summary: &summary, manifest: &manifest, timeline: None };
+        let input = ReportInput { records: &records, summary: &summary, manifest: &manifest, timeline: None, system: None };
         for e in all_exporters().into_iter().filter(|e| e.applies(&input)) {
             assert!(tmp.path().join(e.file_name()).is_file(), "{}", e.file_name());
         }

@@ -45,8 +45,14 @@ pub async fn run_levels(
         LevelsPlan::SweepAuto { levels, max_concurrency } => {
             let sync = run(level(plan, "sync".into(), Mode::Closed { concurrency: 1 }, 0, seed)).await?;
             done(&sync)?;
+            if ctx.settings.stop.is_cancelled() {
+                return Ok(());
+            }
             let max = run(level(plan, "max-throughput".into(), Mode::Closed { concurrency: *max_concurrency }, 1, seed)).await?;
             done(&max)?;
+            if ctx.settings.stop.is_cancelled() {
+                return Ok(());
+            }
             let records = ctx.recorder.records();
             let lo = level_summary(&records, &sync, &plan.settings).achieved_qps;
             let hi = level_summary(&records, &max, &plan.settings).achieved_qps;

@@ -1,17 +1,21 @@
 //! The one driver: every `turnbench run` — a single-user suite or many users, against a managed
-//! vLLM, a managed simulator or an external endpoint — goes through [`execute`]. It starts the
-//! first server and makes the final selection with its tokenizer, creates the results folder,
-//! then runs the plan's tests: each with its server (fresh, reset or shared), samplers and
+//! vLLM, a managed simulator or an external endpoint — goes through [`execute`]. It creates the
+//! results folder (the plan is valid by then), starts the first server (its log in the folder
+//! from the first byte) and makes the final selection with its tokenizer, then runs the plan's
+//! tests: each with its server (fresh, reset or shared), samplers and
 //! `timeline.csv`, GPU hygiene, warm-up, and a schedule (one conversation, or load levels).
 //! Ctrl-C stops scheduling, a second abandons the turns in flight; either way every report is
-//! written from what was recorded.
+//! written from what was recorded. A dead server ends the run the same way; the manifest is
+//! marked `completed` last of all, and the exit code says how the run ended.
 
+mod ab;
 mod load;
 mod progress;
 mod servers;
 mod signals;
 mod warmup;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -20,12 +24,14 @@ use tokio_util::sync::CancellationToken;
 use crate::analysis::load::SETTINGS_KEY;
 use crate::client::api::{ServerInfo, ServerTokenizer};
 use crate::client::Client;
+use crate::core::audit::{TOKENS_FILE, TRANSCRIPTS_FILE};
 use crate::core::record::{RecordSink, Recorder, Status, TurnRecord};
 use crate::core::results::{self, Manifest, TestRun};
-use crate::core::{Interrupted, RunClock};
+use crate::analysis::RequestCounts;
+use crate::core::{AllFailed, ErrorRateExceeded, Interrupted, RunClock, ServerDied};
 use crate::metrics::monitor::{engine_version, Monitor};
 use crate::plan::{LoadPlan, Plan, SchedulePlan};
-use crate::replay::{replay_conversation, ConversationEnd, ReplayLabels, ReplaySettings};
+use crate::replay::{replay_conversation, ConversationEnd, ReplayLabels, ReplaySettings, ServerHealth};
 use crate::report;
 use crate::schedule::LoadContext;
 use crate::workload::select::render_listing;
@@ -37,17 +43,21 @@ use signals::{until_stopped, watch_signals};
 
 pub use load::{qps_label, sweep_rates};
 
-/// Runs `plan` to the end (or to Ctrl-C), writing the results folder.
-pub async fn execute(plan: Plan) -> Result<()> {
+/// Runs `plan` to the end (or to Ctrl-C), writing the results folder; returns it (`None` when
+/// the plan only lists conversations). With `--ab`, arm B follows (see [`ab`]).
+pub async fn execute(plan: Plan) -> Result<Option<PathBuf>> {
     let stop = CancellationToken::new();
     let abort = CancellationToken::new();
     let signals = tokio::spawn(watch_signals(stop.clone(), abort.clone()));
-    let result = drive(&plan, &stop, &abort).await;
+    let mut result = drive(&plan, &stop, &abort).await;
+    if let (true, Ok(Some(dir))) = (plan.ab, &result) {
+        result = ab::arm_b(&plan, dir, &stop, &abort).await.map(|()| Some(dir.clone()));
+    }
     signals.abort();
     result
 }
 
-async fn drive(plan: &Plan, stop: &CancellationToken, abort: &CancellationToken) -> Result<()> {
+async fn drive(plan: &Plan, stop: &CancellationToken, abort: &CancellationToken) -> Result<Option<PathBuf>> {
     let client = Client::new(plan.client.clone(), RunClock::start())?;
     let monitor = Monitor::open(
         plan.sample_interval,
@@ -56,15 +66,87 @@ async fn drive(plan: &Plan, stop: &CancellationToken, abort: &CancellationToken)
         client.http().clone(),
         plan.client.api_key.clone(),
     );
-    // The first server's log goes here until the results folder exists.
-    let scratch = tempfile::Builder::new().prefix("turnbench-").tempdir().context("cannot create a temporary folder")?;
-    let mut servers = until_stopped(stop, Servers::start_first(plan, &client, &monitor, scratch.path()))
-        .await?
-        .ok_or_else(|| Interrupted("the server was still starting; nothing was run".into()))?;
-    let outcome = run_started(plan, &client, &monitor, &mut servers, stop, abort).await;
+    // The plan is valid: the results folder exists from here on, so the first server's log is
+    // written there from its first byte (a `kill -9` leaves it where the run's files are).
+    // `--list-conversations` writes no folder; its server logs to a temporary one.
+    let base_existed = plan.results_dir.exists();
+    let (dir, scratch) = if plan.list_conversations {
+        let scratch = tempfile::Builder::new().prefix("turnbench-").tempdir().context("cannot create a temporary folder")?;
+        (None, Some(scratch))
+    } else {
+        let dir = match &plan.exact_dir {
+            // Arm B of an A/B run: inside arm A's folder.
+            Some(d) => {
+                std::fs::create_dir(d).with_context(|| format!("cannot create {}", d.display()))?;
+                d.clone()
+            }
+            None => results::create_run_dir(&plan.results_dir, plan.label.as_deref())?,
+        };
+        (Some(dir), None)
+    };
+    let log_dir = dir
+        .as_ref()
+        .map(|d| d.join("engine"))
+        .or_else(|| scratch.as_ref().map(|s| s.path().to_path_buf()))
+        .context("no folder for the server's log")?;
+    let started = until_stopped(stop, Servers::start_first(plan, &client, &monitor, &log_dir)).await;
+    let mut servers = match started {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            let why = "the server was still starting; nothing was run";
+            forget_unused(dir.as_deref(), base_existed);
+            return Err(if signals::by_sigterm() { Interrupted::sigterm(why) } else { Interrupted(why.into()) }.into());
+        }
+        Err(e) => {
+            forget_unused(dir.as_deref(), base_existed);
+            return Err(e);
+        }
+    };
+    let outcome = run_started(plan, &client, &monitor, &mut servers, dir.as_deref(), stop, abort).await;
     // After an early return (an error, `--list-conversations`): the first server is still up.
     servers.shutdown(None).await;
+    if let (Err(e), Some(d)) = (&outcome, &dir) {
+        if !d.join(results::MANIFEST_FILE).exists() {
+            // Nothing ran. A usage error (selection) leaves nothing behind; else the folder
+            // stays only if it holds a server log worth reading.
+            if e.chain().any(|c| c.is::<crate::core::UsageError>()) {
+                let _ = std::fs::remove_dir_all(d);
+                if !base_existed {
+                    let _ = std::fs::remove_dir(&plan.results_dir);
+                }
+            } else {
+                forget_unused(Some(d), base_existed);
+            }
+        }
+    }
     outcome
+}
+
+/// Removes a results folder nothing was written to (no server log either), and the folder
+/// above it when this run created that.
+fn forget_unused(dir: Option<&std::path::Path>, base_existed: bool) {
+    let Some(dir) = dir else { return };
+    if walk_has_file(dir) {
+        eprintln!("the server's log is kept in {}", dir.join("engine").display());
+    } else {
+        let _ = std::fs::remove_dir_all(dir);
+        if let (false, Some(base)) = (base_existed, dir.parent()) {
+            let _ = std::fs::remove_dir(base);
+        }
+    }
+}
+
+fn walk_has_file(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                walk_has_file(&p)
+            } else {
+                std::fs::metadata(&p).is_ok_and(|m| m.len() > 0)
+            }
+        })
+    })
 }
 
 async fn run_started(
@@ -72,9 +154,10 @@ async fn run_started(
     client: &Client,
     monitor: &Monitor,
     servers: &mut Servers<'_>,
+    dir: Option<&std::path::Path>,
     stop: &CancellationToken,
     abort: &CancellationToken,
-) -> Result<()> {
+) -> Result<Option<PathBuf>> {
     let first = servers.first().map(|s| s.info().clone()).context("no server was started")?;
     let engine_version = engine_version(&plan.engine, client.http(), &first.base_url).await;
     let counter: Box<dyn CountTokens> =
@@ -86,38 +169,46 @@ async fn run_started(
     for dropped in &selection.dropped {
         eprintln!("skipped {}: {}", dropped.id, dropped.reason);
     }
-    if plan.list_conversations {
-        print!("{}", render_listing(&selection));
-        return Ok(());
-    }
+    let dir = match dir {
+        Some(d) if !plan.list_conversations => d,
+        _ => {
+            print!("{}", render_listing(&selection));
+            return Ok(None);
+        }
+    };
     let conversations = selection.conversations();
 
-    let dir = results::create_run_dir(&plan.results_dir, plan.label.as_deref())?;
-    servers.attach(&dir);
     let mut manifest = new_manifest(plan, &first);
     manifest.token_counts_estimated = counter.is_estimate();
-    results::write_manifest(&dir, &manifest)?;
-    monitor.attach(&dir)?;
-    monitor.write_system_json(&dir, engine_version)?;
+    results::write_manifest(dir, &manifest)?;
+    monitor.attach(dir)?;
+    monitor.write_system_json(dir, engine_version)?;
 
     let progress = match &plan.schedule {
         SchedulePlan::Sequential => Progress::turns(conversations.iter().map(|c| c.turns.len() as u64).sum()),
-        SchedulePlan::Load(load) => Progress::timed(load.duration * load.planned_levels() as u32, load.log_interval),
+        SchedulePlan::Load(load) => Progress::timed(load.duration.saturating_mul(load.planned_levels() as u32), load.log_interval),
     };
     let observer = progress.clone();
     let recorder =
-        Recorder::observed(RecordSink::create(&dir.join(results::TURNS_FILE))?, Arc::new(move |r| observer.observe(r)));
+        Recorder::observed(RecordSink::create(&dir.join(results::TURNS_FILE))?, Arc::new(move |r| observer.observe(r)))
+            .with_audit(RecordSink::create(&dir.join(TRANSCRIPTS_FILE))?, RecordSink::create(&dir.join(TOKENS_FILE))?);
+    // A dead server ends the run (not a Ctrl-C: the run still completes and says why). With a
+    // fresh server per test a crash fails that test only, and the next test gets a new server.
+    let run_stop = stop.child_token();
+    let watch_health = matches!(plan.schedule, SchedulePlan::Load(_)) || plan.shared_server();
+    let health = watch_health.then(|| ServerHealth::new(run_stop.clone()));
     let settings = ReplaySettings {
         think_time: plan.think_time,
         // One request in flight: the server's counters over a turn belong to that turn.
         metrics_deltas: matches!(plan.schedule, SchedulePlan::Sequential),
-        stop: stop.clone(),
+        stop: run_stop,
         abort: abort.clone(),
+        health: health.clone(),
     };
     let run = Run { plan, client, recorder: &recorder, settings: &settings, progress: &progress };
     let outcome = match &plan.schedule {
         SchedulePlan::Sequential => run.suite(servers, &conversations, &mut manifest).await,
-        SchedulePlan::Load(load) => run.load(load, servers, conversations, &mut manifest, &dir).await,
+        SchedulePlan::Load(load) => run.load(load, servers, conversations, &mut manifest, dir).await,
     };
     progress.finish();
     servers.shutdown(manifest.tests.last_mut()).await;
@@ -125,18 +216,49 @@ async fn run_started(
         // Keep what was recorded: the reports are still written.
         eprintln!("error during the run: {e:#}");
     }
-    manifest.interrupted = stop.is_cancelled() || outcome.is_err();
-    results::write_manifest(&dir, &manifest)?;
-    monitor.finish(&dir)?;
-    let summary = report::write_reports(&dir, &recorder.records(), &manifest)?;
+    manifest.server_died = health.as_ref().and_then(|h| h.dead()).map(str::to_string);
+    manifest.interrupted = stop.is_cancelled() || outcome.is_err() || manifest.server_died.is_some();
+    results::write_manifest(dir, &manifest)?;
+    monitor.finish(dir)?;
+    // The reports describe the run as it ends; the manifest says so last of all, so a run
+    // killed before this point reads as incomplete.
+    let mut finished = manifest.clone();
+    finished.completed = Some(true);
+    finished.completed_at = Some(jiff::Timestamp::now().to_string());
+    let summary = report::write_reports(dir, &recorder.records(), &finished)?;
     println!("{}", report::console_summary(&summary));
     if let Some(load) = &summary.load {
         println!("{}", report::load::console_table(load));
     }
     println!("results: {}", dir.display());
+    results::write_manifest(dir, &finished)?;
     outcome?;
     if stop.is_cancelled() {
-        return Err(Interrupted(format!("partial results written to {}", dir.display())).into());
+        let why = format!("partial results written to {}", dir.display());
+        return Err(if signals::by_sigterm() { Interrupted::sigterm(why) } else { Interrupted(why) }.into());
+    }
+    verdict(&summary.requests, manifest.server_died.as_deref(), plan.max_error_rate)?;
+    Ok(Some(dir.to_path_buf()))
+}
+
+/// The exit status of a run that got to its end: a dead server, no success at all, or too
+/// many failures for `--max-error-rate` are errors with their own exit codes.
+fn verdict(requests: &RequestCounts, server_died: Option<&str>, max_error_rate: Option<f64>) -> Result<()> {
+    if let Some(why) = server_died {
+        return Err(ServerDied(format!("{why}; the run ended early")).into());
+    }
+    if requests.ok == 0 {
+        return Err(AllFailed(format!("{} measured requests, every one failed", requests.measured)).into());
+    }
+    if let Some(max) = max_error_rate {
+        let rate = requests.failed as f64 / requests.measured.max(1) as f64 * 100.0;
+        if rate > max {
+            return Err(ErrorRateExceeded(format!(
+                "{} of {} measured requests failed ({rate:.1} %), more than --max-error-rate {max}",
+                requests.failed, requests.measured
+            ))
+            .into());
+        }
     }
     Ok(())
 }
@@ -264,10 +386,12 @@ impl Run<'_> {
             outcome
         }
         .await;
-        test_run.outcome = match (&outcome, stop.is_cancelled()) {
-            (Err(_), _) => "failed",
-            (Ok(()), true) => "interrupted",
-            (Ok(()), false) => "completed",
+        let dead = self.settings.health.as_ref().and_then(|h| h.dead()).is_some();
+        test_run.outcome = match (&outcome, dead, stop.is_cancelled()) {
+            (Err(_), _, _) => "failed",
+            (Ok(()), true, _) => "server_died",
+            (Ok(()), false, true) => "interrupted",
+            (Ok(()), false, false) => "completed",
         }
         .to_string();
         if let Err(e) = &outcome {
@@ -299,6 +423,9 @@ fn new_manifest(plan: &Plan, server: &ServerInfo) -> Manifest {
         seed: plan.seed,
         settings: plan.settings.clone(),
         interrupted: false,
+        completed: Some(false),
+        completed_at: None,
+        server_died: None,
         tests: Vec::new(),
     }
 }

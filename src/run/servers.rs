@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use super::warmup::warm_up;
-use crate::client::api::{reset_prefix_cache, ServerInfo};
+use crate::client::api::{probe_cache, reset_prefix_cache, ServerInfo};
 use crate::client::Client;
 use crate::core::record::Recorder;
 use crate::core::results::TestRun;
@@ -22,8 +22,6 @@ use crate::replay::Target;
 pub struct Started {
     server: RunningServer,
     target: Target,
-    /// Its log was written before the results folder existed: copied there at teardown.
-    log_in_scratch: bool,
     /// GPU memory before it started (hygiene), and the last test it served.
     baseline: Baseline,
     test: u32,
@@ -39,7 +37,7 @@ pub struct Servers<'a> {
     plan: &'a Plan,
     client: &'a Client,
     monitor: &'a Monitor,
-    /// Where managed servers' logs go (`<results>/engine`), once the folder exists.
+    /// Where managed servers' logs go (`<results>/engine`).
     log_dir: PathBuf,
     current: Option<Started>,
     /// Started before the results folder existed (it answered selection's `/tokenize`), not yet
@@ -47,17 +45,27 @@ pub struct Servers<'a> {
     spare: Option<Started>,
     /// Sampling the current test.
     samplers: Option<Samplers>,
+    /// The "no cached_tokens" warning was printed.
+    warned: std::sync::atomic::AtomicBool,
 }
 
 impl<'a> Servers<'a> {
-    /// Starts the first server (its log in `scratch`) and probes it: it answers what the model
-    /// is and how it tokenizes, then serves the first test, still fresh (tokenizing touches no
-    /// cache).
-    pub async fn start_first(plan: &'a Plan, client: &'a Client, monitor: &'a Monitor, scratch: &Path) -> Result<Self> {
+    /// Starts the first server (its log in `log_dir`: the results folder's `engine/`, written
+    /// from the first byte) and probes it: it answers what the model is and how it tokenizes,
+    /// then serves the first test, still fresh (tokenizing touches no cache).
+    pub async fn start_first(plan: &'a Plan, client: &'a Client, monitor: &'a Monitor, log_dir: &Path) -> Result<Self> {
         let mut servers =
-            Servers { plan, client, monitor, log_dir: scratch.to_path_buf(), current: None, spare: None, samplers: None };
-        let mut first = servers.start("server-001", 1).await?;
-        first.log_in_scratch = plan.engine.is_managed();
+            Servers {
+            plan,
+            client,
+            monitor,
+            log_dir: log_dir.to_path_buf(),
+            current: None,
+            spare: None,
+            samplers: None,
+            warned: Default::default(),
+        };
+        let first = servers.start("server-001", 1).await?;
         servers.spare = Some(first);
         Ok(servers)
     }
@@ -67,24 +75,33 @@ impl<'a> Servers<'a> {
         self.spare.as_ref().or(self.current.as_ref())
     }
 
-    /// From now on, logs go to `dir/engine`.
-    pub fn attach(&mut self, dir: &Path) {
-        self.log_dir = dir.join("engine");
-    }
-
     async fn start(&self, name: &str, test: u32) -> Result<Started> {
         let baseline = self.monitor.before_start(&self.plan.engine, test).await?;
         let server = self.plan.engine.start(name, &self.log_dir, self.client.http(), self.plan.seed).await?;
         let info = ServerInfo::probe(self.client, &server.base_url, self.plan.model.as_deref()).await;
-        let info = match info {
+        let mut info = match info {
             Ok(i) => i,
             Err(e) => {
                 let _ = server.stop().await;
                 return Err(e);
             }
         };
-        let target = Target { info, process: server.process(), template: self.plan.template.clone() };
-        Ok(Started { server, target, log_in_scratch: false, baseline, test })
+        let probe = probe_cache(self.client, &info).await;
+        info.return_token_ids = probe.return_token_ids;
+        info.reports_cached_tokens = probe.reports_cached_tokens;
+        if probe.reports_cached_tokens == Some(false) && !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            eprintln!(
+                "WARNING: {} reports no usage.prompt_tokens_details.cached_tokens: per-turn reuse comes only from \
+                 /metrics deltas (single-user runs) and is unknown in many-user runs. For vLLM, serve with \
+                 --enable-prompt-tokens-details (turnbench's vLLM profiles do).",
+                info.base_url
+            );
+        }
+        let target = Target::new(info, server.process(), self.plan.template.clone());
+        for outcome in &probe.sent {
+            target.served(outcome);
+        }
+        Ok(Started { server, target, baseline, test })
     }
 
     /// The server for `test` (named after `what`), started, reset, sampled and warmed up as needed.
@@ -94,7 +111,10 @@ impl<'a> Servers<'a> {
             self.samplers = Some(self.monitor.start(test, current.server.guard.as_ref().map(|g| g.pid()), &current.target.info.base_url));
             // Reused for this test (shared server): reset its prefix cache when turnbench owns it.
             if self.plan.engine.is_managed() {
-                run.cache_reset_verified = Some(reset_prefix_cache(self.client, &current.target.info).await?);
+                let (verified, probe) = reset_prefix_cache(self.client, &current.target.info).await?;
+                current.target.reset_ledger();
+                current.target.served(&probe);
+                run.cache_reset_verified = Some(verified);
             }
             return Ok(current.target.clone());
         }
@@ -146,7 +166,6 @@ impl<'a> Servers<'a> {
     }
 
     async fn stop(&self, started: Started, mut run: Option<&mut TestRun>) {
-        let scratch_log = started.server.guard.as_ref().filter(|_| started.log_in_scratch).map(|g| g.log_path.clone());
         let managed = self.plan.engine.is_managed();
         match started.server.stop().await {
             Ok(took) => {
@@ -160,15 +179,6 @@ impl<'a> Servers<'a> {
             let released = self.monitor.after_stop(started.test, started.baseline).await;
             if let Some(run) = run {
                 run.gpu_release_ms = released;
-            }
-        }
-        if let Some(log) = scratch_log {
-            let target = self.log_dir.join(log.file_name().unwrap_or_default());
-            if target != log {
-                let _ = std::fs::create_dir_all(&self.log_dir);
-                if let Err(e) = std::fs::copy(&log, &target) {
-                    eprintln!("warning: cannot keep the server log {}: {e}", log.display());
-                }
             }
         }
     }

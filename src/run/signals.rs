@@ -2,7 +2,16 @@
 //! recorded), a second abandons them; SIGTERM does both at once. Either way the run writes its
 //! reports from what was recorded.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tokio_util::sync::CancellationToken;
+
+static SIGTERM_RECEIVED: AtomicBool = AtomicBool::new(false);
+
+/// Whether SIGTERM (rather than Ctrl-C) stopped the run: it then exits 143, not 130.
+pub fn by_sigterm() -> bool {
+    SIGTERM_RECEIVED.load(Ordering::Relaxed)
+}
 
 /// Watches the signals until the second Ctrl-C or a SIGTERM, cancelling `stop` and `abort`.
 pub async fn watch_signals(stop: CancellationToken, abort: CancellationToken) {
@@ -32,6 +41,7 @@ pub async fn watch_signals(stop: CancellationToken, abort: CancellationToken) {
                 }
             }
             _ = &mut terminate => {
+                SIGTERM_RECEIVED.store(true, Ordering::Relaxed);
                 eprintln!("\nSIGTERM: abandoning the turns in flight, writing reports");
                 stop.cancel();
                 abort.cancel();

@@ -13,6 +13,7 @@ pub async fn warm_up(client: &Client, server: &Target, recorder: &Recorder, test
         let messages = [ChatMessage::new("user", format!("Warm-up request {n}: reply with a short greeting."))];
         let rendered = server.template.as_ref().map(|t| t.render(&messages, true)).transpose()?;
         let outcome = send_prompt(client, server, &messages, rendered.as_deref(), 8, client.clock().now_ms()).await;
+        server.served(&outcome);
         let record = outcome.into_record(TurnRecord {
             test,
             conversation_id: "warmup".into(),
@@ -20,7 +21,7 @@ pub async fn warm_up(client: &Client, server: &Target, recorder: &Recorder, test
             warmup: true,
             max_tokens: 8,
             ..Default::default()
-        });
+        }, server.info.max_model_len);
         recorder.record(record)?;
     }
     Ok(())

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use super::chat::render_chat;
 use super::admission::admit;
-use super::cache::{block_hashes, mix64};
+use crate::core::blocks::{block_hashes, mix64};
 use super::errors::{bad_request, error};
 use super::exposition::metrics;
 use super::jobs::{Job, Kind, Params};
@@ -105,6 +105,59 @@ fn prompt_tokens(prompt: &Value) -> Result<Vec<u32>, Response> {
     }
 }
 
+/// A chat message as clients send it: `content` is a string or, as OpenAI allows, a list of
+/// content parts (`[{"type": "text", "text": …}]`).
+#[derive(Deserialize)]
+struct WireMessage {
+    role: String,
+    content: WireContent,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum WireContent {
+    Text(String),
+    Parts(Vec<Value>),
+}
+
+/// The messages with their content parts joined into text (newline between parts, as vLLM does
+/// for text-only models). A part of another type (image, audio, …) is a 400 naming it.
+fn chat_messages(messages: Vec<WireMessage>) -> Result<Vec<ChatMessage>, Response> {
+    messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let content = match m.content {
+                WireContent::Text(t) => t,
+                WireContent::Parts(parts) => {
+                    let mut texts = Vec::with_capacity(parts.len());
+                    for (j, part) in parts.iter().enumerate() {
+                        let at = format!("messages[{i}].content[{j}]");
+                        let kind = part.get("type").and_then(Value::as_str);
+                        match (kind, part.get("text").and_then(Value::as_str)) {
+                            (Some("text"), Some(text)) => texts.push(text),
+                            (Some("text"), None) => {
+                                return Err(bad_request(format!("Invalid request: `{at}` is a text part without a string `text`"), Some(&at)))
+                            }
+                            (Some(other), _) => {
+                                return Err(bad_request(
+                                    format!("Invalid request: `{at}` has type `{other}`; this model (the turnbench simulator) is text-only and accepts only `text` parts"),
+                                    Some(&at),
+                                ))
+                            }
+                            (None, _) => {
+                                return Err(bad_request(format!("Invalid request: `{at}` has no `type`"), Some(&at)))
+                            }
+                        }
+                    }
+                    texts.join("\n")
+                }
+            };
+            Ok(ChatMessage { role: m.role, content })
+        })
+        .collect()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Simple endpoints
 
@@ -140,7 +193,7 @@ async fn reset_prefix_cache(State(s): State<Arc<Shared>>) -> StatusCode {
 struct TokenizeRequest {
     model: Option<String>,
     prompt: Option<Value>,
-    messages: Option<Vec<ChatMessage>>,
+    messages: Option<Vec<WireMessage>>,
     add_generation_prompt: Option<bool>,
     #[allow(dead_code)]
     add_special_tokens: Option<bool>,
@@ -154,8 +207,12 @@ async fn tokenize_handler(State(s): State<Arc<Shared>>, body: Bytes) -> Response
     if let Err(r) = check_model(&s, &req.model) {
         return r;
     }
-    let tokens = match (&req.messages, &req.prompt) {
-        (Some(m), _) => tokenize(&render_chat(m, req.add_generation_prompt.unwrap_or(true))),
+    let generation_prompt = req.add_generation_prompt.unwrap_or(true);
+    let tokens = match (req.messages, &req.prompt) {
+        (Some(m), _) => match chat_messages(m) {
+            Ok(m) => tokenize(&render_chat(&m, generation_prompt)),
+            Err(r) => return r,
+        },
         (None, Some(p)) => match prompt_tokens(p) {
             Ok(t) => t,
             Err(r) => return r,
@@ -177,7 +234,7 @@ struct StreamOptions {
 
 #[derive(Deserialize)]
 struct ChatRequest {
-    messages: Vec<ChatMessage>,
+    messages: Vec<WireMessage>,
     model: Option<String>,
     stream: Option<bool>,
     stream_options: Option<StreamOptions>,
@@ -186,6 +243,7 @@ struct ChatRequest {
     #[allow(dead_code)]
     ignore_eos: Option<bool>,
     add_generation_prompt: Option<bool>,
+    return_token_ids: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -197,6 +255,7 @@ struct CompletionRequest {
     max_tokens: Option<i64>,
     #[allow(dead_code)]
     ignore_eos: Option<bool>,
+    return_token_ids: Option<bool>,
 }
 
 fn stream_params(stream: Option<bool>, options: &Option<StreamOptions>) -> Result<(bool, bool), Response> {
@@ -222,9 +281,14 @@ async fn chat_completions(State(s): State<Arc<Shared>>, body: Bytes) -> Response
     if req.messages.is_empty() {
         return bad_request("Invalid request: `messages` must not be empty", Some("messages"));
     }
-    let tokens = tokenize(&render_chat(&req.messages, req.add_generation_prompt.unwrap_or(true)));
+    let messages = match chat_messages(req.messages) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let tokens = tokenize(&render_chat(&messages, req.add_generation_prompt.unwrap_or(true)));
     let max_tokens = req.max_completion_tokens.or(req.max_tokens);
-    generate(s, Params { kind: Kind::Chat, tokens, max_tokens, stream, include_usage }).await
+    let return_token_ids = req.return_token_ids.unwrap_or(false);
+    generate(s, Params { kind: Kind::Chat, tokens, max_tokens, stream, include_usage, return_token_ids }).await
 }
 
 async fn completions(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
@@ -246,7 +310,9 @@ async fn completions(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     if tokens.is_empty() {
         return bad_request("Invalid request: the prompt must not be empty", Some("prompt"));
     }
-    generate(s, Params { kind: Kind::Completion, tokens, max_tokens: req.max_tokens, stream, include_usage }).await
+    let return_token_ids = req.return_token_ids.unwrap_or(false);
+    let params = Params { kind: Kind::Completion, tokens, max_tokens: req.max_tokens, stream, include_usage, return_token_ids };
+    generate(s, params).await
 }
 
 /// A uniform number in [0, 1) from the seed, a stream tag and the request number.
@@ -311,6 +377,8 @@ pub(super) async fn generate(s: Arc<Shared>, p: Params) -> Response {
         include_usage: p.include_usage,
         drop_at,
         arrival,
+        return_token_ids: p.return_token_ids,
+        drift: cfg.retokenize_drift > 0.0 && uniform(cfg.seed, 3, n) < cfg.retokenize_drift,
     };
     if p.stream {
         sse_response(job)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::admission::Slot;
-use super::cache::{block_hashes, mix64};
+use crate::core::blocks::{block_hashes, mix64};
 use super::histogram::Histogram;
 use super::state::{lock, Shared};
 use super::tokenizer::piece_id;
@@ -38,6 +38,8 @@ pub(super) struct Params {
     pub(super) max_tokens: Option<i64>,
     pub(super) stream: bool,
     pub(super) include_usage: bool,
+    /// vLLM's `return_token_ids`: prompt ids in the first chunk, generated ids in every chunk.
+    pub(super) return_token_ids: bool,
 }
 
 /// An admitted request: holds its running slot until the answer is done (or dropped).
@@ -55,6 +57,9 @@ pub(super) struct Job {
     pub(super) include_usage: bool,
     pub(super) drop_at: Option<usize>,
     pub(super) arrival: Instant,
+    pub(super) return_token_ids: bool,
+    /// `--retokenize-drift` chose this request: its generated ids are not its text's.
+    pub(super) drift: bool,
 }
 
 impl Job {
@@ -66,6 +71,17 @@ impl Job {
             &w[1..]
         } else {
             w
+        }
+    }
+
+    /// The id generated for output token `i`: the id its text tokenizes to, unless the request
+    /// drifts (then another id, so the text re-tokenizes to something else).
+    pub(super) fn output_id(&self, i: usize) -> u32 {
+        let id = piece_id(self.word(i));
+        if self.drift {
+            id ^ 1
+        } else {
+            id
         }
     }
 
@@ -93,7 +109,7 @@ impl Job {
         if s.cfg.enable_prefix_caching {
             let mut all = Vec::with_capacity(self.tokens.len() + self.max_tokens);
             all.extend_from_slice(&self.tokens);
-            all.extend((0..self.max_tokens.saturating_sub(1)).map(|i| piece_id(self.word(i))));
+            all.extend((0..self.max_tokens.saturating_sub(1)).map(|i| self.output_id(i)));
             let hashes = block_hashes(&all, s.cfg.block_size);
             lock(&s.cache).insert(&hashes[self.hashes.len()..]);
         }

@@ -16,9 +16,12 @@ pub struct LatencyModel {
     pub load_slowdown: f64,
 }
 
+/// Milliseconds as a `Duration`: zero for what is no positive number, at most a day (a delay
+/// past that would only overflow a deadline).
 fn ms(v: f64) -> Duration {
+    const DAY: Duration = Duration::from_secs(24 * 3600);
     if v.is_finite() && v > 0.0 {
-        Duration::from_secs_f64(v / 1000.0)
+        Duration::try_from_secs_f64(v / 1000.0).map_or(DAY, |d| d.min(DAY))
     } else {
         Duration::ZERO
     }
@@ -71,5 +74,7 @@ mod tests {
         assert_eq!(zero.ttft(100_000, 50), Duration::ZERO);
         let bad = LatencyModel { overhead_ms: f64::NAN, ..zero };
         assert_eq!(bad.ttft(1, 1), Duration::ZERO);
+        let huge = LatencyModel { inter_token_ms: 1e300, ..zero };
+        assert_eq!(huge.inter_token(3), Duration::from_secs(24 * 3600), "capped, not a panic");
     }
 }

@@ -12,9 +12,11 @@
 //!   `sse` (the answer, streamed or whole), `exposition` (`/metrics`), `histogram`, `errors`
 //!   (vLLM-shaped refusals) and `state` (what they share).
 
+/// The simulator's prefix cache is `crate::core::blocks`, the same code the ledger models
+/// servers with.
+pub use crate::core::blocks as cache;
 mod admission;
 mod api;
-pub mod cache;
 pub mod chat;
 mod errors;
 mod exposition;
@@ -62,6 +64,10 @@ pub struct SimConfig {
     pub latency: LatencyModel,
     pub fail_rate: f64,
     pub drop_rate: f64,
+    /// Probability that a request's generated token ids are not what its answer text
+    /// re-tokenizes to (a chat template or tokenizer that drifts): the answer's cached blocks
+    /// then miss when the next prompt carries the text.
+    pub retokenize_drift: f64,
     pub seed: u64,
 }
 
@@ -87,10 +93,14 @@ impl Default for SimConfig {
             },
             fail_rate: 0.0,
             drop_rate: 0.0,
+            retokenize_drift: 0.0,
             seed: 42,
         }
     }
 }
+
+/// The largest latency a profile may set, in milliseconds: an hour.
+pub const MAX_LATENCY_MS: f64 = 3_600_000.0;
 
 /// One profile file: every key optional, unknown keys rejected.
 #[derive(Debug, Default, Deserialize)]
@@ -110,6 +120,7 @@ pub struct Profile {
     pub load_slowdown: Option<f64>,
     pub fail_rate: Option<f64>,
     pub drop_rate: Option<f64>,
+    pub retokenize_drift: Option<f64>,
     pub seed: Option<u64>,
 }
 
@@ -152,6 +163,7 @@ impl Profile {
         set(&mut c.latency.load_slowdown, self.load_slowdown);
         set(&mut c.fail_rate, self.fail_rate);
         set(&mut c.drop_rate, self.drop_rate);
+        set(&mut c.retokenize_drift, self.retokenize_drift);
         set(&mut c.seed, self.seed);
     }
 }
@@ -187,7 +199,9 @@ impl SimConfig {
         let (profile, source) = Profile::resolve(config_dir, profile.unwrap_or("default"))?;
         profile.apply(&mut c);
         flags.apply(&mut c);
-        c.validate()?;
+        c.validate().map_err(|e| {
+            UsageError::new(format!("sim profile {} (or its flags): {}", source.origin(), e.to_string().trim_start_matches("sim: ")))
+        })?;
         Ok((c, source))
     }
 
@@ -208,8 +222,17 @@ impl SimConfig {
                 return bad(format!("{name} must be at least 1"));
             }
         }
-        if self.max_num_seqs > 1 << 20 {
-            return bad("max_num_seqs must be at most 1048576".into());
+        for (name, v, max) in [
+            ("max_num_seqs", self.max_num_seqs, 1usize << 20),
+            ("max_waiting", self.max_waiting, 1 << 24),
+            ("block_size", self.block_size, 1 << 16),
+            ("kv_cache_blocks", self.kv_cache_blocks, 1 << 28),
+            ("max_model_len", self.max_model_len, 1 << 32),
+            ("default_max_tokens", self.default_max_tokens, 1 << 24),
+        ] {
+            if v > max {
+                return bad(format!("{name} = {v}: must be at most {max}"));
+            }
         }
         let l = &self.latency;
         for (name, v) in [
@@ -218,11 +241,14 @@ impl SimConfig {
             ("inter_token_ms", l.inter_token_ms),
             ("load_slowdown", l.load_slowdown),
         ] {
-            if !v.is_finite() || v < 0.0 {
-                return bad(format!("{name} must be a finite number ≥ 0, got {v}"));
+            // An hour per token (or a slow-down factor of 10⁶) is already no server; past it
+            // a delay would not fit a `Duration`.
+            let max = if name == "load_slowdown" { 1e6 } else { MAX_LATENCY_MS };
+            if !v.is_finite() || v < 0.0 || v > max {
+                return bad(format!("{name} = {v:?}: must be a finite number between 0 and {max}"));
             }
         }
-        for (name, v) in [("fail_rate", self.fail_rate), ("drop_rate", self.drop_rate)] {
+        for (name, v) in [("fail_rate", self.fail_rate), ("drop_rate", self.drop_rate), ("retokenize_drift", self.retokenize_drift)] {
             if !(0.0..=1.0).contains(&v) {
                 return bad(format!("{name} must be between 0 and 1, got {v}"));
             }
@@ -267,6 +293,17 @@ impl Drop for SimHandle {
     }
 }
 
+/// Every accepted connection with Nagle's algorithm off: a small SSE chunk written after the
+/// response headers would otherwise wait for the client's delayed ACK (~40 ms) and show up as
+/// time to first token.
+fn no_delay(listener: TcpListener) -> axum::serve::TapIo<TcpListener, fn(&mut tokio::net::TcpStream)> {
+    use axum::serve::ListenerExt;
+    fn set(tcp: &mut tokio::net::TcpStream) {
+        let _ = tcp.set_nodelay(true);
+    }
+    listener.tap_io(set as fn(&mut tokio::net::TcpStream))
+}
+
 /// Starts the simulator on `127.0.0.1:0` (the config's host and port are ignored) on the current
 /// tokio runtime.
 pub async fn spawn(config: SimConfig) -> Result<SimHandle> {
@@ -276,7 +313,7 @@ pub async fn spawn(config: SimConfig) -> Result<SimHandle> {
     let (tx, rx) = oneshot::channel::<()>();
     let app = api::router(config);
     let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
+        let _ = axum::serve(no_delay(listener), app)
             .with_graceful_shutdown(async move {
                 let _ = rx.await;
             })
@@ -312,7 +349,7 @@ pub async fn serve(config: SimConfig) -> Result<()> {
     let app = api::router(config);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut graceful_rx = stop_rx.clone();
-    let server = axum::serve(listener, app)
+    let server = axum::serve(no_delay(listener), app)
         .with_graceful_shutdown(async move {
             let _ = graceful_rx.wait_for(|s| *s).await;
         })

@@ -33,26 +33,36 @@ pub(super) fn sse_response(job: Job) -> Response {
             r#"data: {{"id":"{}","object":"{object}","created":{},"model":{},"choices":"#,
             job.id, job.created, job.s.model_json
         );
-        let (open, close, close_last): (&[u8], &[u8], &[u8]) = if job.kind == Kind::Chat {
+        // A content event: `open` word `close` [`,"token_ids":[id]`] `end`.
+        let (open, close, close_last, end): (&[u8], &[u8], &[u8], &[u8]) = if job.kind == Kind::Chat {
             (
                 br#"[{"index":0,"delta":{"content":""#,
-                b"\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n",
-                b"\"},\"logprobs\":null,\"finish_reason\":\"length\",\"stop_reason\":null}]}\n\n",
+                b"\"},\"logprobs\":null,\"finish_reason\":null",
+                b"\"},\"logprobs\":null,\"finish_reason\":\"length\",\"stop_reason\":null",
+                b"}]}\n\n",
             )
         } else {
             (
                 br#"[{"index":0,"text":""#,
-                b"\",\"logprobs\":null,\"finish_reason\":null,\"stop_reason\":null}]}\n\n",
-                b"\",\"logprobs\":null,\"finish_reason\":\"length\",\"stop_reason\":null}]}\n\n",
+                b"\",\"logprobs\":null,\"finish_reason\":null,\"stop_reason\":null",
+                b"\",\"logprobs\":null,\"finish_reason\":\"length\",\"stop_reason\":null",
+                b"}]}\n\n",
             )
         };
-        let per_event = head.len() + open.len() + close_last.len() + 8;
+        let per_event = head.len() + open.len() + close_last.len() + end.len() + 24;
         let n = job.max_tokens;
         let mut buf = BytesMut::with_capacity((per_event * (n + 2)).min(FRAME_BYTES + per_event));
+        // `return_token_ids`: the prompt's ids come once, first (vLLM: top level of the first chat
+        // chunk; in the first choice of a completion stream).
+        let prompt_ids = job.return_token_ids.then(|| id_list(&job.tokens));
         if job.kind == Kind::Chat {
             buf.extend_from_slice(head.as_bytes());
-            buf.extend_from_slice(br#"[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}"#);
-            buf.extend_from_slice(b"\n\n");
+            buf.extend_from_slice(br#"[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]"#);
+            if let Some(ids) = &prompt_ids {
+                buf.extend_from_slice(b",\"prompt_token_ids\":");
+                buf.extend_from_slice(ids.as_bytes());
+            }
+            buf.extend_from_slice(b"}\n\n");
         }
         let lat = job.s.cfg.latency;
         let sleeps = !lat.decode_is_zero();
@@ -84,6 +94,14 @@ pub(super) fn sse_response(job: Job) -> Response {
             buf.extend_from_slice(open);
             buf.extend_from_slice(job.word(i).as_bytes());
             buf.extend_from_slice(if i + 1 == n { close_last } else { close });
+            if job.return_token_ids {
+                if i == 0 && job.kind == Kind::Completion {
+                    buf.extend_from_slice(b",\"prompt_token_ids\":");
+                    buf.extend_from_slice(prompt_ids.as_deref().unwrap_or("[]").as_bytes());
+                }
+                buf.extend_from_slice(format!(",\"token_ids\":[{}]", job.output_id(i)).as_bytes());
+            }
+            buf.extend_from_slice(end);
             if buf.len() >= FRAME_BYTES {
                 yield Ok(buf.split().freeze());
             }
@@ -127,6 +145,7 @@ pub(super) async fn json_response(job: Job) -> Response {
     job.finish(&itl);
     let usage: Value = serde_json::from_str(&job.usage_json()).unwrap_or(Value::Null);
     let model = &job.s.cfg.model_name;
+    let output_ids: Vec<u32> = (0..job.max_tokens).map(|i| job.output_id(i)).collect();
     let body = if job.kind == Kind::Chat {
         json!({
             "id": job.id, "object": "chat.completion", "created": job.created, "model": model,
@@ -147,5 +166,28 @@ pub(super) async fn json_response(job: Job) -> Response {
             "service_tier": null, "system_fingerprint": null, "usage": usage, "kv_transfer_params": null
         })
     };
+    let mut body = body;
+    if job.return_token_ids {
+        body["choices"][0]["token_ids"] = json!(output_ids);
+        if job.kind == Kind::Chat {
+            body["prompt_token_ids"] = json!(job.tokens);
+        } else {
+            body["choices"][0]["prompt_token_ids"] = json!(job.tokens);
+        }
+    }
     axum::Json(body).into_response()
+}
+
+/// `[1,2,3]`.
+fn id_list(ids: &[u32]) -> String {
+    let mut out = String::with_capacity(ids.len() * 7 + 2);
+    out.push('[');
+    for (k, id) in ids.iter().enumerate() {
+        if k > 0 {
+            out.push(',');
+        }
+        out.push_str(&id.to_string());
+    }
+    out.push(']');
+    out
 }

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Semaphore;
 
-use super::cache::PrefixCache;
+use crate::core::blocks::PrefixCache;
 use super::histogram::Histograms;
 use super::SimConfig;
 

@@ -72,13 +72,25 @@ pub fn generate(dir: &Path, conversations: usize, turns: usize, max_tokens: u32,
     files.sort();
     let mut docs = Vec::new();
     for f in &files {
-        // Binary files are not documents.
-        if let Ok(text) = std::fs::read_to_string(f) {
-            docs.push((f.clone(), text));
+        // Binary files are not documents; a file past the size limit is an error naming it.
+        match crate::core::config::read_limited(f, crate::core::config::MAX_DATA_BYTES) {
+            Ok(text) => docs.push((f.clone(), text)),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {}
+            Err(e) => return Err(UsageError::new(format!("cannot read {}: {e}", f.display())).into()),
         }
     }
     if docs.is_empty() {
         return Err(UsageError::new(format!("{}: no text file to build conversations from", dir.display())).into());
+    }
+    let largest = docs.iter().map(|(_, t)| t.len() as u64).max().unwrap_or(0);
+    let bytes = (conversations as u64).saturating_mul(largest);
+    if bytes > crate::core::config::MAX_DATA_BYTES * 4 {
+        return Err(UsageError::new(format!(
+            "{}: --users {conversations} conversations of up to {largest} bytes each: more than {} bytes of prompts",
+            dir.display(),
+            crate::core::config::MAX_DATA_BYTES * 4
+        ))
+        .into());
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let out = (0..conversations)

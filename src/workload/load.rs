@@ -130,6 +130,7 @@ pub fn parse_conversations(file: &str, text: &str, documents: &[Document]) -> an
                 attachments,
                 rag,
                 assistant: None,
+                exact: None,
             });
         }
         out.push(Conversation { id: conv.id, title: conv.title, tags: conv.tags, system: conv.system, turns });
@@ -241,8 +242,8 @@ fn check_version(errors: &mut Errors, version: u32) {
 }
 
 fn read(path: &Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(path)
-        .map_err(|e| UsageError::new(format!("{}: cannot read: {e}", path.display())).into())
+    use crate::core::config::{read_limited, MAX_DATA_BYTES};
+    read_limited(path, MAX_DATA_BYTES).map_err(|e| UsageError::new(format!("{}: cannot read: {e}", path.display())).into())
 }
 
 

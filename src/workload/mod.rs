@@ -16,12 +16,16 @@ pub mod tokens;
 pub mod docs;
 pub mod files;
 pub mod multiround;
+pub mod recorded;
 pub mod sharegpt;
 pub mod snapshot;
 pub mod sources;
 pub mod synthetic;
+pub mod vllm_synthetic;
 
 use serde::{Deserialize, Serialize};
+
+use crate::core::ChatMessage;
 
 /// Default `max_tokens` for a turn that does not set one.
 pub const DEFAULT_MAX_TOKENS: u32 = 128;
@@ -58,6 +62,17 @@ pub struct Turn {
     /// Snapshot datasets: the recorded assistant answer to this turn. When set it becomes the
     /// history instead of the model's live answer, so later prompts are sent as recorded.
     pub assistant: Option<String>,
+    /// Replays of a recorded run (`--replay`, the second arm of `--ab`): what this turn sent
+    /// then, sent again exactly (history, documents and answers included).
+    pub exact: Option<ExactPrompt>,
+}
+
+/// A turn's prompt exactly as a recorded run sent it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExactPrompt {
+    pub messages: Vec<ChatMessage>,
+    /// Completion mode: the rendered prompt that was sent.
+    pub prompt: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -119,5 +134,5 @@ impl Conversation {
 
 /// A user turn with no attachment, RAG or recorded answer.
 pub fn plain_turn(user: impl Into<String>, max_tokens: u32) -> Turn {
-    Turn { user: user.into(), max_tokens: max_tokens.max(1), attachments: vec![], rag: vec![], assistant: None }
+    Turn { user: user.into(), max_tokens: max_tokens.max(1), attachments: vec![], rag: vec![], assistant: None, exact: None }
 }

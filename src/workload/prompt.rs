@@ -11,6 +11,8 @@ use crate::core::record::RagPhase;
 #[derive(Debug, Clone, PartialEq)]
 pub struct TurnPrompt {
     pub messages: Vec<ChatMessage>,
+    /// A replayed turn in completion mode: the rendered prompt to send as it is.
+    pub exact_prompt: Option<String>,
     pub rag_phase: Option<RagPhase>,
     pub rag_actions: Vec<String>,
     pub max_tokens: u32,
@@ -90,8 +92,13 @@ impl<'a> ConversationState<'a> {
             RagPhase::Before
         };
         let rag_phase = self.conversation.uses_rag().then_some(phase);
+        let (messages, exact_prompt) = match &turn.exact {
+            Some(exact) => (exact.messages.clone(), exact.prompt.clone()),
+            None => (self.messages(), None),
+        };
         TurnPrompt {
-            messages: self.messages(),
+            messages,
+            exact_prompt,
             rag_phase,
             rag_actions: turn.rag.iter().map(RagAction::label).collect(),
             max_tokens: turn.max_tokens,
@@ -155,7 +162,7 @@ mod tests {
     }
 
     fn turn(user: &str, rag: Vec<RagAction>) -> Turn {
-        Turn { user: user.into(), max_tokens: 8, attachments: vec![], rag, assistant: None }
+        Turn { user: user.into(), max_tokens: 8, attachments: vec![], rag, assistant: None, exact: None }
     }
 
     #[test]

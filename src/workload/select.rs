@@ -32,13 +32,15 @@ pub struct Selection {
     pub dropped: Vec<Dropped>,
     /// True when `peak_tokens` are estimates (no server tokenizer).
     pub estimated: bool,
+    /// Which tokenizer counted the peaks ([`CountTokens::describe`]).
+    pub counted_by: String,
 }
 
 impl Selection {
     /// Every conversation chosen, none dropped (generated workloads: no peak was counted).
     pub fn all(conversations: Vec<Conversation>, estimated: bool) -> Self {
         let chosen = conversations.into_iter().map(|conversation| Candidate { conversation, peak_tokens: 0, fits: true }).collect();
-        Selection { chosen, dropped: vec![], estimated }
+        Selection { chosen, dropped: vec![], estimated, counted_by: String::new() }
     }
 
     /// The chosen conversations, in order.
@@ -145,7 +147,7 @@ pub async fn select(suite: &Suite, args: &SelectionFilter, counter: &dyn CountTo
         let how = if steps.is_empty() { "the suite is empty".to_string() } else { steps.join("; ") };
         return Err(UsageError::new(format!("no conversation selected: {how}")).into());
     }
-    Ok(Selection { chosen, dropped, estimated: counter.is_estimate() })
+    Ok(Selection { chosen, dropped, estimated: counter.is_estimate(), counted_by: counter.describe().to_string() })
 }
 
 fn filter(
@@ -205,11 +207,11 @@ pub fn thousands(n: u64) -> String {
 /// conversations, and the dropped ones with reasons.
 pub fn render_listing(selection: &Selection) -> String {
     let mut out = String::new();
-    out.push_str(if selection.estimated {
-        "Peak tokens are estimates (~4 chars/token); pass a server to count with its tokenizer.\n"
+    if selection.estimated {
+        out.push_str("Peak tokens are estimates (~4 chars/token); pass a server to count with its tokenizer.\n");
     } else {
-        "Peak tokens counted by the server's tokenizer (/tokenize).\n"
-    });
+        out.push_str(&format!("Peak tokens counted by the server's tokenizer ({}).\n", selection.counted_by));
+    }
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED);
     table.set_header(vec!["id", "tags", "turns", "peak tokens", "fits"]);

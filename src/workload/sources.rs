@@ -30,6 +30,8 @@ pub enum WorkloadKind {
     Openai,
     /// Snapshot dataset of `{prompt_content, cut_chat_history}`, sent as recorded.
     Snapshot,
+    /// A turnbench results folder (`--replay DIR`): its exact prompts, sent again.
+    Replay,
 }
 
 impl WorkloadKind {
@@ -42,6 +44,7 @@ impl WorkloadKind {
             WorkloadKind::Sharegpt => "sharegpt",
             WorkloadKind::Openai => "openai",
             WorkloadKind::Snapshot => "snapshot",
+            WorkloadKind::Replay => "replay",
         }
     }
 }
@@ -113,6 +116,10 @@ impl Source {
             WorkloadKind::Snapshot => {
                 let p = path()?;
                 generated(super::snapshot::load_snapshot(&p, spec.answer_tokens)?, vec![super::files::hash_file(&p)?])
+            }
+            WorkloadKind::Replay => {
+                let (c, files) = super::recorded::load_recorded(&path()?)?;
+                generated(c, files)
             }
         })
     }

@@ -17,7 +17,7 @@ use anyhow::Result;
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 
-use super::files::hash_file;
+use super::files::{hash_file, read_data};
 use super::plain_turn;
 use super::{Conversation, SourceFile};
 use crate::core::UsageError;
@@ -52,29 +52,87 @@ pub struct SyntheticConfig {
     pub shared_prefix_tokens: u64,
 }
 
-pub fn generate_from_config(path: &Path, seed: u64) -> Result<(Vec<Conversation>, Vec<SourceFile>)> {
-    let text = std::fs::read_to_string(path).map_err(|e| UsageError::new(format!("cannot read {}: {e}", path.display())))?;
-    let de = &mut serde_json::Deserializer::from_str(&text);
+/// At most this many conversations, turns per conversation, and tokens per prompt part.
+pub const MAX_CONVERSATIONS: u64 = 100_000;
+pub const MAX_TURNS: u64 = 10_000;
+pub const MAX_TOKENS: u64 = 1_000_000;
+/// The most prompt text a config may generate in all (bytes, at 4 characters a token).
+pub const MAX_GENERATED_BYTES: u64 = 1 << 30;
+
+/// Parses and range-checks a config; `origin` names it in errors (with the line of a bad key).
+pub fn parse_config(origin: &str, text: &str) -> Result<SyntheticConfig> {
+    let de = &mut serde_json::Deserializer::from_str(text);
     let cfg: SyntheticConfig = serde_path_to_error::deserialize(de).map_err(|e| {
         let inner = e.inner();
-        UsageError::new(format!("{}:{}:{}: {} (at {})", path.display(), inner.line(), inner.column(), inner, e.path()))
+        UsageError::new(format!("{origin}:{}:{}: {} (at {})", inner.line(), inner.column(), inner, e.path()))
     })?;
     if cfg.version != 1 {
-        return Err(UsageError::new(format!("{}: version {} is not supported (expected 1)", path.display(), cfg.version)).into());
+        return Err(UsageError::new(format!("{origin}: version {} is not supported (expected 1)", cfg.version)).into());
     }
-    let base = path.parent().unwrap_or(Path::new("."));
+    use crate::core::config::{at_key, check_range};
+    check_range(origin, text, "conversations", cfg.conversations as u64, 1, MAX_CONVERSATIONS, "")?;
+    check_range(origin, text, "shared_prefix_tokens", cfg.shared_prefix_tokens, 0, MAX_TOKENS, " tokens")?;
+    for (key, range, min, max) in [
+        ("turns", cfg.turns, 1, MAX_TURNS),
+        ("input_tokens", cfg.input_tokens, 1, MAX_TOKENS),
+        ("output_tokens", cfg.output_tokens, 1, MAX_TOKENS),
+    ] {
+        if range.min < min || range.max > max || range.min > range.max {
+            return Err(UsageError::new(format!(
+                "{}: {key} {{min: {}, max: {}}}: need {min} ≤ min ≤ max ≤ {max}",
+                at_key(origin, text, key),
+                range.min,
+                range.max
+            ))
+            .into());
+        }
+    }
+    let bytes = (cfg.conversations as u64)
+        .saturating_mul(cfg.turns.max)
+        .saturating_mul(cfg.input_tokens.max)
+        .saturating_mul(4)
+        .saturating_add(cfg.shared_prefix_tokens.saturating_mul(4));
+    if bytes > MAX_GENERATED_BYTES {
+        return Err(UsageError::new(format!(
+            "{origin}: conversations × turns.max × input_tokens.max would generate up to {bytes} bytes of prompts; at most {MAX_GENERATED_BYTES}"
+        ))
+        .into());
+    }
+    Ok(cfg)
+}
+
+pub fn generate_from_config(path: &Path, seed: u64) -> Result<(Vec<Conversation>, Vec<SourceFile>)> {
+    let text = read_data(path)?;
+    let is_vllm = serde_json::from_str::<serde_json::Value>(&text).ok().is_some_and(|v| v.get("filetype").is_some());
+    if is_vllm {
+        let cfg = super::vllm_synthetic::parse(path, &text)?;
+        let (corpus, files) = read_corpus(path, &cfg.text_files)?;
+        let conversations = super::vllm_synthetic::generate(&cfg, &corpus, seed);
+        if cfg.print_stats {
+            eprintln!("{}: {}", path.display(), super::vllm_synthetic::stats_line(&conversations));
+        }
+        return Ok((conversations, files));
+    }
+    let cfg = parse_config(&path.display().to_string(), &text)?;
+    let (corpus, files) = read_corpus(path, &cfg.text_files)?;
+    Ok((generate(&cfg, &corpus, seed), files))
+}
+
+/// The config's text files (relative to it), concatenated, and the hashes of config and files.
+fn read_corpus(config: &Path, text_files: &[String]) -> Result<(String, Vec<SourceFile>)> {
+    let base = config.parent().unwrap_or(Path::new("."));
     let mut corpus = String::new();
-    let mut files = vec![hash_file(path)?];
-    for f in &cfg.text_files {
+    let mut files = vec![hash_file(config)?];
+    for f in text_files {
         let p = base.join(f);
-        corpus.push_str(&std::fs::read_to_string(&p).map_err(|e| UsageError::new(format!("cannot read {}: {e}", p.display())))?);
+        corpus.push_str(&read_data(&p)?);
         corpus.push('\n');
         files.push(hash_file(&p)?);
     }
     if corpus.trim().is_empty() {
-        return Err(UsageError::new(format!("{}: the text files are empty", path.display())).into());
+        return Err(UsageError::new(format!("{}: the text files are empty", config.display())).into());
     }
-    Ok((generate(&cfg, &corpus, seed), files))
+    Ok((corpus, files))
 }
 
 /// `chars` characters of the corpus from `start`, wrapping around.
@@ -136,5 +194,20 @@ mod tests {
             "input_tokens": {"min":1,"max":1}, "output_tokens": {"min":1,"max":1}, "bogus": 3}"#).unwrap();
         let err = generate_from_config(&p, 1).unwrap_err().to_string();
         assert!(err.contains("bogus") && err.contains("c.json:2:"), "{err}");
+    }
+
+    #[test]
+    fn absurd_counts_are_refused_at_parse_time() {
+        let cfg = |conversations: &str, prefix: &str| {
+            format!(
+                "{{\"version\": 1,\n\"conversations\": {conversations},\n\"text_files\": [],\n\"turns\": {{\"min\":1,\"max\":2}},\n\
+                 \"input_tokens\": {{\"min\":1,\"max\":10}}, \"output_tokens\": {{\"min\":1,\"max\":1}},\n\"shared_prefix_tokens\": {prefix}}}"
+            )
+        };
+        let err = parse_config("c.json", &cfg("1000000000", "0")).unwrap_err();
+        assert!(err.to_string().starts_with("c.json:2: conversations = 1000000000: must be between 1 and 100000"), "{err}");
+        let err = parse_config("c.json", &cfg("5", "1000000000000")).unwrap_err();
+        assert!(err.to_string().starts_with("c.json:6: shared_prefix_tokens = 1000000000000"), "{err}");
+        assert!(parse_config("c.json", &cfg("5", "100")).is_ok());
     }
 }

@@ -1,4 +1,5 @@
-//! Block-hashed prefix cache with LRU eviction, in the manner of vLLM's automatic prefix caching.
+//! Block-hashed prefix caching with LRU eviction, in the manner of vLLM's automatic prefix
+//! caching: the simulator's cache and the ledger's model of a server's cache are the same code.
 //!
 //! A prompt's tokens are cut into whole blocks of `block_size`; block `i`'s hash chains the hash
 //! of block `i - 1` with block `i`'s token ids, so a hash names a whole prefix. A lookup counts the
@@ -28,7 +29,7 @@ impl Hasher for IdentityHasher {
 type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdentityHasher>>;
 
 /// SplitMix64 finaliser: a cheap, well-mixed 64-bit hash step.
-pub(crate) fn mix64(mut z: u64) -> u64 {
+pub fn mix64(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -94,6 +95,13 @@ impl PrefixCache {
             self.order.remove(&old);
         }
         self.order.insert(self.tick, h);
+    }
+
+    /// Cached tokens for a prompt of `prompt_len` tokens whose block hashes are `hashes`, without
+    /// touching anything (what [`lookup`](Self::lookup) would return).
+    pub fn peek(&self, hashes: &[u64], prompt_len: usize) -> usize {
+        let max_blocks = max_cacheable_tokens(prompt_len, self.block_size) / self.block_size;
+        hashes.iter().take(max_blocks).take_while(|h| self.stamps.contains_key(h)).count() * self.block_size
     }
 
     /// Cached tokens for a prompt of `prompt_len` tokens whose block hashes are `hashes`: the

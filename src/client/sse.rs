@@ -1,0 +1,175 @@
+//! A bounded Server-Sent Events decoder: bytes in, the `data` of each event out. Lines may end
+//! in `\n`, `\r\n` or `\r` (the SSE specification); `data:` lines of one event are joined with
+//! `\n`; comments (`:`) and other fields are ignored; an empty line ends an event.
+//!
+//! Every limit names itself when hit: a line (or an event's data) longer than `max_line` bytes, a
+//! response longer than `max_body` bytes, a line that is not UTF-8. Work per byte is constant (a
+//! line is scanned once, when its bytes arrive), so a server cannot make the client spin.
+
+/// Why a stream is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SseError {
+    /// A line or an event's data grew past the line limit.
+    LineTooLong { limit: usize },
+    /// The response body grew past the body limit.
+    BodyTooLarge { limit: u64 },
+    /// A line is not UTF-8 (binary data).
+    NotUtf8 { line: u64 },
+}
+
+impl std::fmt::Display for SseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SseError::LineTooLong { limit } => write!(f, "SSE line or event longer than {limit} bytes (the line limit)"),
+            SseError::BodyTooLarge { limit } => write!(f, "response body larger than {limit} bytes (the body limit)"),
+            SseError::NotUtf8 { line } => write!(f, "SSE line {line} is not UTF-8 (binary data in the stream)"),
+        }
+    }
+}
+
+impl std::error::Error for SseError {}
+
+/// Incremental decoder; feed it the body as it arrives with [`push`](Self::push).
+#[derive(Debug)]
+pub struct SseDecoder {
+    max_line: usize,
+    max_body: u64,
+    /// Bytes of the line being read (no terminator).
+    line: Vec<u8>,
+    /// The data of the event being read, if it has a `data` field yet.
+    data: Option<String>,
+    /// The previous byte was `\r`: a `\n` right after it ends nothing more.
+    after_cr: bool,
+    body: u64,
+    lines: u64,
+}
+
+impl SseDecoder {
+    pub fn new(max_line: usize, max_body: u64) -> Self {
+        Self { max_line, max_body, line: Vec::new(), data: None, after_cr: false, body: 0, lines: 0 }
+    }
+
+    /// Feeds `bytes`; appends the data of every event they complete to `events`.
+    pub fn push(&mut self, bytes: &[u8], events: &mut Vec<String>) -> Result<(), SseError> {
+        self.body = self.body.saturating_add(bytes.len() as u64);
+        if self.body > self.max_body {
+            return Err(SseError::BodyTooLarge { limit: self.max_body });
+        }
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            if self.after_cr && rest[0] == b'\n' {
+                rest = &rest[1..];
+                self.after_cr = false;
+                continue;
+            }
+            self.after_cr = false;
+            match rest.iter().position(|b| *b == b'\n' || *b == b'\r') {
+                Some(i) => {
+                    self.extend_line(&rest[..i])?;
+                    self.after_cr = rest[i] == b'\r';
+                    rest = &rest[i + 1..];
+                    self.end_line(events)?;
+                }
+                None => {
+                    self.extend_line(rest)?;
+                    rest = &[];
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The end of the body: a last event not followed by an empty line is dispatched too (what
+    /// browsers do not, but servers that close right after `data: [DONE]` rely on).
+    pub fn finish(&mut self, events: &mut Vec<String>) -> Result<(), SseError> {
+        if !self.line.is_empty() {
+            self.end_line(events)?;
+        }
+        if let Some(data) = self.data.take() {
+            events.push(data);
+        }
+        Ok(())
+    }
+
+    fn extend_line(&mut self, part: &[u8]) -> Result<(), SseError> {
+        let pending = self.data.as_ref().map_or(0, String::len);
+        if self.line.len() + part.len() + pending > self.max_line {
+            return Err(SseError::LineTooLong { limit: self.max_line });
+        }
+        self.line.extend_from_slice(part);
+        Ok(())
+    }
+
+    fn end_line(&mut self, events: &mut Vec<String>) -> Result<(), SseError> {
+        self.lines += 1;
+        let line = std::mem::take(&mut self.line);
+        if line.is_empty() {
+            if let Some(data) = self.data.take() {
+                events.push(data);
+            }
+            return Ok(());
+        }
+        let line = String::from_utf8(line).map_err(|_| SseError::NotUtf8 { line: self.lines })?;
+        let (field, value) = match line.find(':') {
+            Some(0) => return Ok(()), // a comment
+            Some(i) => {
+                let v = &line[i + 1..];
+                (&line[..i], v.strip_prefix(' ').unwrap_or(v))
+            }
+            None => (line.as_str(), ""),
+        };
+        if field == "data" {
+            match &mut self.data {
+                Some(d) => {
+                    d.push('\n');
+                    d.push_str(value);
+                }
+                None => self.data = Some(value.to_string()),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(input: &[u8]) -> Result<Vec<String>, SseError> {
+        let mut d = SseDecoder::new(64, 1 << 20);
+        let mut out = Vec::new();
+        d.push(input, &mut out)?;
+        d.finish(&mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn events_lines_and_comments() {
+        assert_eq!(decode(b"data: a\n\ndata: b\r\n\r\n: ping\n\ndata:c\rdata: d\r\r").unwrap(), ["a", "b", "c\nd"]);
+        assert_eq!(decode(b"event: x\nid: 1\ndata: [DONE]").unwrap(), ["[DONE]"]);
+        assert_eq!(decode(b"retry: 5\n\n").unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn split_anywhere_gives_the_same_events() {
+        let input = b"data: one\r\n\r\ndata: two\n\n";
+        for cut in 0..input.len() {
+            let mut d = SseDecoder::new(64, 1 << 20);
+            let mut out = Vec::new();
+            d.push(&input[..cut], &mut out).unwrap();
+            d.push(&input[cut..], &mut out).unwrap();
+            d.finish(&mut out).unwrap();
+            assert_eq!(out, ["one", "two"], "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn limits_name_themselves() {
+        assert_eq!(decode(&[b'x'; 100]).unwrap_err(), SseError::LineTooLong { limit: 64 });
+        let many = b"data: aaaaaaaaaaaaaaaaaaaa\n".repeat(5);
+        assert_eq!(decode(&many).unwrap_err(), SseError::LineTooLong { limit: 64 }, "an event's data counts too");
+        assert_eq!(decode(b"data: \xff\xfe\n\n").unwrap_err(), SseError::NotUtf8 { line: 1 });
+        let mut d = SseDecoder::new(64, 10);
+        assert!(d.push(b"data: 12345678\n", &mut Vec::new()).unwrap_err().to_string().contains("10 bytes"));
+    }
+}
