@@ -14,6 +14,11 @@
 use crate::core::blocks::{block_hashes, PrefixCache};
 use crate::core::record::ReuseFlag;
 
+/// Blocks the "unbounded" cache holds at most: far above any server's KV cache (2M blocks is
+/// 32M tokens at 16 a block), and a bound on the client's memory in very long runs (about 150 MB
+/// at the worst; beyond it the least recently used blocks are forgotten).
+pub const MAX_LEDGER_BLOCKS: usize = 1 << 21;
+
 /// What a server's prefix cache should hold.
 pub struct Ledger {
     block_size: usize,
@@ -35,7 +40,7 @@ impl Ledger {
     pub fn new(block_size: u64, capacity: Option<u64>) -> Self {
         let block_size = usize::try_from(block_size.max(1)).unwrap_or(usize::MAX);
         let bounded = capacity.map(|c| PrefixCache::new(block_size, usize::try_from(c).unwrap_or(usize::MAX)));
-        Ledger { block_size, unbounded: PrefixCache::new(block_size, usize::MAX), bounded }
+        Ledger { block_size, unbounded: PrefixCache::new(block_size, MAX_LEDGER_BLOCKS), bounded }
     }
 
     pub fn block_size(&self) -> u64 {

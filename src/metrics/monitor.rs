@@ -45,7 +45,9 @@ impl Monitor {
         let (gpu, gpu_unavailable) = match open_probe() {
             Ok(p) => (Some(Arc::from(p)), None),
             Err(why) => {
-                eprintln!("GPU metrics unavailable: {why}");
+                // Said once per process, not once per server (an A/B run opens two monitors).
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| eprintln!("GPU metrics unavailable: {why}"));
                 (None, Some(why))
             }
         };
