@@ -74,7 +74,9 @@ fn ab_prefix_caching_measures_what_caching_saved() {
     for t in by_turn {
         let saved = t["saved_pct"].as_f64().unwrap();
         if t["turn"] == 1 {
-            assert!(saved.abs() < 25.0, "turn 1 has nothing cached in either arm: {t}");
+            // Nothing cached in either arm: the same work (exactly), so about the same time.
+            assert_eq!(t["uncached_prompt_tokens_on"], t["uncached_prompt_tokens_off"], "{t}");
+            assert!(saved.abs() < 50.0, "turn 1 saves about nothing: {t}");
         } else {
             assert!(saved > 50.0, "turn {} saves {saved:.1} %: {t}", t["turn"]);
             assert!(t["uncached_prompt_tokens_off"].as_f64() > t["uncached_prompt_tokens_on"].as_f64(), "{t}");
