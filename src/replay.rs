@@ -13,7 +13,7 @@ use crate::client::metrics::{scrape, ServerSnapshot};
 use crate::client::{ChatOutcome, ChatRequest, Client, CompletionRequest};
 use crate::core::audit::{prompt_sha256, TokenIds, Transcript, TurnKey};
 use crate::core::record::{Audit, CacheObservation, Recorder, RenderedPrompt, Status, TurnRecord};
-use crate::core::ChatMessage;
+use crate::core::{lock, ChatMessage};
 use crate::engine::ProcessWatch;
 use crate::ledger::{classify, Ledger, PreviousTurn, TurnFacts};
 use crate::template::ChatTemplate;
@@ -47,10 +47,6 @@ impl From<ServerInfo> for Target {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Target {
     /// A server fresh from its start (or reset): its ledger is empty.
     pub fn new(info: ServerInfo, process: Option<ProcessWatch>, template: Option<Arc<ChatTemplate>>) -> Self {
@@ -82,7 +78,7 @@ impl Target {
         let (Some(ledger), Some(prompt)) = (&self.ledger, turn.prompt) else { return obs };
         let mut ledger = lock(ledger);
         let expectation = ledger.expect(prompt);
-        let previous = turn.previous.map(|(p, o)| PreviousTurn::of(prompt, p, o));
+        let previous = turn.previous;
         obs.expected_reusable_tokens = Some(expectation.expected);
         obs.predicted_reusable_tokens = expectation.predicted;
         obs.common_prefix_tokens = previous.map(|p| p.common);
@@ -109,8 +105,8 @@ impl Target {
 struct TurnTokens<'a> {
     prompt: Option<&'a [u32]>,
     output: Option<&'a [u32]>,
-    /// The previous turn of this conversation: its prompt and generated ids.
-    previous: Option<(&'a [u32], &'a [u32])>,
+    /// The previous turn of this conversation against this prompt.
+    previous: Option<PreviousTurn>,
     concurrent: bool,
     /// The server got as far as a first token: the prompt's blocks were computed.
     computed: bool,
@@ -340,10 +336,12 @@ pub async fn replay_conversation_paced(
         let from_server = outcome.prompt_token_ids.is_some();
         let prompt_ids = outcome.prompt_token_ids.take().or(tokenized);
         let output_ids = outcome.output_token_ids.take();
+        // The previous turn against this prompt: for the ledger and for the compact audit line.
+        let previous_turn = prompt_ids.as_deref().zip(previous.as_ref()).map(|(p, (pp, po))| PreviousTurn::of(p, pp, po));
         let turn = TurnTokens {
             prompt: prompt_ids.as_deref(),
             output: output_ids.as_deref(),
-            previous: previous.as_ref().map(|(p, o)| (p.as_slice(), o.as_slice())),
+            previous: previous_turn,
             concurrent,
             computed: outcome.timing.first_token_ms.is_some(),
         };
@@ -358,7 +356,7 @@ pub async fn replay_conversation_paced(
         }
         let ok = record.status.is_ok();
         let sent = Sent { messages: &prompt.messages, rendered, answer: &answer, prompt_ids: prompt_ids.as_deref(), output_ids: output_ids.as_deref(), from_server };
-        let audit = audit_of(&record, &sent, previous_messages.as_deref(), previous.as_ref());
+        let audit = audit_of(&record, &sent, previous_messages.as_deref(), previous_turn);
         recorder.record_turn(record, Some(audit))?;
         if !ok {
             return Ok(ConversationEnd::Failed);
@@ -388,7 +386,7 @@ fn audit_of(
     record: &TurnRecord,
     sent: &Sent<'_>,
     previous_messages: Option<&[ChatMessage]>,
-    previous_ids: Option<&(Vec<u32>, Vec<u32>)>,
+    previous_ids: Option<PreviousTurn>,
 ) -> Audit {
     let key = TurnKey {
         test: record.test,
@@ -414,7 +412,7 @@ fn audit_of(
         ok: record.status.is_ok(),
     };
     let tokens = sent.prompt_ids.map(|p| {
-        let shared = previous_ids.map_or(0, |(pp, po)| PreviousTurn::of(p, pp, po).common as usize);
+        let shared = previous_ids.map_or(0, |t| t.common as usize);
         TokenIds {
             key,
             source: if sent.from_server { "server" } else { "tokenize" }.into(),

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::stats::{percentile_sorted, sorted_finite};
+use super::stats::{mean, p50};
 use crate::core::record::TurnRecord;
 
 /// The `ab` section of `summary.json`.
@@ -63,14 +63,6 @@ fn saved(on: Option<f64>, off: Option<f64>) -> Option<f64> {
         (Some(on), Some(off)) if off > 0.0 => Some((off - on) / off * 100.0),
         _ => None,
     }
-}
-
-fn p50(v: impl IntoIterator<Item = f64>) -> Option<f64> {
-    percentile_sorted(&sorted_finite(v), 50.0)
-}
-
-fn mean(v: &[f64]) -> Option<f64> {
-    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
 
 fn uncached(r: &TurnRecord) -> Option<f64> {

@@ -29,7 +29,7 @@ pub mod load;
 pub mod resources;
 pub mod stats;
 
-pub use stats::{mean, percentile_sorted, sorted_finite, std_dev, Stats};
+pub use stats::{mean, p50, percentile_sorted, sorted_finite, std_dev, Stats};
 
 /// Version of the `summary.json` format (`docs/summary.schema.json`).
 pub const SUMMARY_SCHEMA_VERSION: u32 = 1;
@@ -256,10 +256,6 @@ pub struct ConversationStats {
     /// Sum of E2E over successful turns.
     pub e2e_sum_ms: f64,
     pub status: ConversationStatus,
-}
-
-fn p50(values: impl IntoIterator<Item = f64>) -> Option<f64> {
-    percentile_sorted(&sorted_finite(values), 50.0)
 }
 
 fn mean_of(values: impl IntoIterator<Item = f64>) -> Option<f64> {

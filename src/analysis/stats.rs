@@ -72,3 +72,8 @@ impl Stats {
         })
     }
 }
+
+/// The median of the finite values.
+pub fn p50(values: impl IntoIterator<Item = f64>) -> Option<f64> {
+    percentile_sorted(&sorted_finite(values), 50.0)
+}

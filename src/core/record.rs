@@ -442,7 +442,7 @@ impl Recorder {
 
     /// Also writes each turn's [`Audit`] to `transcripts` and `tokens`.
     pub fn with_audit(self, transcripts: RecordSink, tokens: RecordSink) -> Self {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).audit = Some((transcripts, tokens));
+        super::lock(&self.inner).audit = Some((transcripts, tokens));
         self
     }
 
@@ -455,7 +455,7 @@ impl Recorder {
         if let Some(observe) = &self.observer {
             observe(&record);
         }
-        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = super::lock(&self.inner);
         let sinks = &mut *guard;
         if let (Some((transcripts, tokens)), Some(audit)) = (&mut sinks.audit, audit) {
             transcripts.append(&audit.transcript)?;
@@ -470,7 +470,7 @@ impl Recorder {
 
     /// How many records so far.
     pub fn len(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).records.len()
+        super::lock(&self.inner).records.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -479,13 +479,13 @@ impl Recorder {
 
     /// Records from index `from` on (completion order), for live progress lines.
     pub fn records_since(&self, from: usize) -> Vec<TurnRecord> {
-        let guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let guard = super::lock(&self.inner);
         guard.records.get(from..).map(<[TurnRecord]>::to_vec).unwrap_or_default()
     }
 
     /// Every record so far, in completion order.
     pub fn records(&self) -> Vec<TurnRecord> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).records.clone()
+        super::lock(&self.inner).records.clone()
     }
 }
 

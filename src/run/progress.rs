@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::core::lock;
 use crate::core::record::TurnRecord;
 use crate::report::progress_line;
 
@@ -23,10 +24,6 @@ pub struct Progress {
     /// Many-user runs: what completed since the last log line.
     window: Option<Arc<Mutex<Window>>>,
     ticker: Option<Arc<tokio::task::JoinHandle<()>>>,
-}
-
-fn lock(w: &Mutex<Window>) -> std::sync::MutexGuard<'_, Window> {
-    w.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Progress {

@@ -2,7 +2,7 @@
 //! the counters and histograms that `/metrics` reports.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Semaphore;
@@ -32,10 +32,7 @@ pub(super) struct Shared {
     pub(super) histograms: Mutex<Histograms>,
     pub(super) created_unix: f64,
 }
-
-pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+pub(super) use crate::core::lock;
 
 pub(super) fn unix_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
