@@ -38,9 +38,9 @@ pub struct Selection {
 
 impl Selection {
     /// Every conversation chosen, none dropped (generated workloads: no peak was counted).
-    pub fn all(conversations: Vec<Conversation>, estimated: bool) -> Self {
+    pub fn all(conversations: Vec<Conversation>, counter: &dyn CountTokens) -> Self {
         let chosen = conversations.into_iter().map(|conversation| Candidate { conversation, peak_tokens: 0, fits: true }).collect();
-        Selection { chosen, dropped: vec![], estimated, counted_by: String::new() }
+        Selection { chosen, dropped: vec![], estimated: counter.is_estimate(), counted_by: counter.describe().to_string() }
     }
 
     /// The chosen conversations, in order.

@@ -140,7 +140,7 @@ impl Source {
                 if conversations.is_empty() {
                     return Err(UsageError::new("the workload has no conversation to replay").into());
                 }
-                Ok(Selection::all(conversations.clone(), counter.is_estimate()))
+                Ok(Selection::all(conversations.clone(), counter))
             }
         }
     }
