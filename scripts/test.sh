@@ -38,6 +38,11 @@ else
 fi
 export TURNBENCH_CHROMIUM
 
+# The man-page test (tests/shell_niceties.rs) renders the pages with groff, as man(1) does.
+if ! command -v groff >/dev/null 2>&1; then
+    if [[ "$(id -u)" == 0 ]]; then apt-get install -y -q groff-base >&2; else sudo -n apt-get install -y -q groff-base >&2 || true; fi
+fi
+
 cargo test --locked "${cargo_args[@]}"
 
 if [[ -z "$TURNBENCH_CHROMIUM" ]]; then

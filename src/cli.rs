@@ -30,6 +30,25 @@ pub enum Command {
     Setup(SetupArgs),
     /// Chat templates: list the built-in ones, render the prompt a conversation turn produces.
     Template(TemplateArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    #[command(after_help = "Install, e.g.: turnbench completions bash > ~/.local/share/bash-completion/completions/turnbench")]
+    Completions(CompletionsArgs),
+    /// Write man pages generated from this CLI: turnbench.1 and one page per subcommand.
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Folder to write the pages into (created if missing). Without it, turnbench.1 goes to stdout.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
 }
 
 /// Which server the benchmark talks to.

@@ -2,6 +2,7 @@
 //! layers' inputs and delegates (`run` → plan → driver; `report` → the writer).
 
 mod report;
+mod shell;
 mod run;
 mod setup;
 mod sim;
@@ -24,6 +25,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Sim(args) => sim::sim(args).await,
         Command::Setup(args) => setup::setup(args).await,
         Command::Template(args) => template::template(args),
+        Command::Completions(args) => shell::completions(args),
+        Command::Man(args) => shell::man(args),
     }
 }
 
