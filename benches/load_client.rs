@@ -3,11 +3,14 @@
 //! Starts `turnbench sim --profile instant --port 0` as a child process (zero latency; its CPU is
 //! not the client's) and drives it through the real scheduler + replay engine + client with
 //! multi-turn conversations (3 turns, answers of 16 tokens): first as hard as the client can
-//! (closed loop), then open loop at 100, 500 and 1,000 requests/s targets (conversations arrive
-//! at target/3 per second; later turns follow at once). Prints sustained requests/s, streamed
-//! chunks/s, the client's CPU time per request (this process, from /proc/self/stat) and the
-//! schedule lag (`sent − scheduled` of open-loop first turns) p50/p99.
-//! Knobs (environment): LOAD_BENCH_SECS (5), LOAD_BENCH_CONCURRENCY (64).
+//! (closed loop), then open loop at 1,000, 4,000 and 8,000 requests/s targets (conversations
+//! arrive at target/3 per second; later turns follow at once). Per level it prints sustained
+//! requests/s, streamed chunks/s, the client's CPU time per request (this process), the
+//! simulator's (its process, from /proc/PID/stat) and their ratio, the schedule lag
+//! (`sent − scheduled` of open-loop first turns) p50/p99, and the bytes per record of
+//! `turns.jsonl`. Compare ratios from one run: these machines are shared and noisy.
+//! Knobs (environment): LOAD_BENCH_SECS (5), LOAD_BENCH_CONCURRENCY (32),
+//! LOAD_BENCH_RATES (1000,4000,8000).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -31,7 +34,12 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 /// utime + stime of this process, in seconds (Linux).
 fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return f64::NAN };
+    cpu_seconds_of("self")
+}
+
+/// utime + stime of process `pid` ("self" for this one), in seconds (Linux).
+fn cpu_seconds_of(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return f64::NAN };
     let Some(close) = stat.rfind(')') else { return f64::NAN };
     let f: Vec<&str> = stat[close + 2..].split(' ').collect();
     let ticks = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN)
@@ -46,7 +54,7 @@ fn cpu_seconds() -> f64 {
     ticks / hz
 }
 
-fn report(name: &str, records: &[TurnRecord], w: &LevelWindow, cpu_s: f64) {
+fn report(name: &str, records: &[TurnRecord], w: &LevelWindow, cpu_s: f64, sim_cpu_s: f64, jsonl_bytes: u64) {
     let secs = (w.end_ms - w.start_ms) / 1000.0;
     let ok = records.iter().filter(|r| r.status.is_ok()).count();
     let chunks: u64 = records.iter().map(|r| r.output_chunks).sum();
@@ -57,13 +65,17 @@ fn report(name: &str, records: &[TurnRecord], w: &LevelWindow, cpu_s: f64) {
     } else {
         String::new()
     };
+    let n = records.len().max(1) as f64;
     println!(
-        "{name:<20} {offered}sustained {:>6.0} req/s {:>8.0} chunks/s  {:>6.3} ms CPU/request  lag p50 {} ms p99 {} ms  ({} ok, {} failed)",
+        "{name:<20} {offered}sustained {:>6.0} req/s {:>8.0} chunks/s  client {:>6.3} ms CPU/req, sim {:>6.3}, client/sim {:>4.1}×  lag p50 {} ms p99 {} ms  {:.0} B/record  ({} ok, {} failed)",
         ok as f64 / secs,
         chunks as f64 / secs,
-        cpu_s * 1000.0 / records.len().max(1) as f64,
+        cpu_s * 1000.0 / n,
+        sim_cpu_s * 1000.0 / n,
+        cpu_s / sim_cpu_s,
         p(50.0),
         p(99.0),
+        jsonl_bytes as f64 / n,
         ok,
         records.len() - ok,
     );
@@ -71,7 +83,12 @@ fn report(name: &str, records: &[TurnRecord], w: &LevelWindow, cpu_s: f64) {
 
 fn main() {
     let secs: f64 = env_or("LOAD_BENCH_SECS", 5.0);
-    let concurrency: usize = env_or("LOAD_BENCH_CONCURRENCY", 64);
+    let concurrency: usize = env_or("LOAD_BENCH_CONCURRENCY", 32);
+    let rates: Vec<f64> = std::env::var("LOAD_BENCH_RATES")
+        .unwrap_or_else(|_| "1000,4000,8000".into())
+        .split(',')
+        .filter_map(|r| r.trim().parse().ok())
+        .collect();
     let mut child = Command::new(env!("CARGO_BIN_EXE_turnbench"))
         .args(["sim", "--profile", "instant", "--port", "0", "--max-num-seqs", "100000", "--max-waiting", "100000"])
         .stdout(Stdio::piped())
@@ -106,7 +123,7 @@ fn main() {
         });
         println!("turnbench load client benchmark: sim at zero latency, {TURNS}-turn conversations, 16-token answers, {secs} s per level");
         let mut levels = vec![("max (closed loop)".to_string(), Mode::Closed { concurrency })];
-        for target in [100.0, 500.0, 1000.0] {
+        for &target in &rates {
             levels.push((
                 format!("target {target} req/s"),
                 Mode::Open { qps: target / TURNS as f64, arrivals: Arrivals::Poisson },
@@ -137,10 +154,12 @@ fn main() {
                 max_active: None,
                 seed: 7 + i as u64,
             };
-            let cpu0 = cpu_seconds();
+            let sim_pid = child.id().to_string();
+            let (cpu0, sim0) = (cpu_seconds(), cpu_seconds_of(&sim_pid));
             let w = run_level(&ctx, &level).await.unwrap();
-            let cpu = cpu_seconds() - cpu0;
-            report(&name, &recorder.records(), &w, cpu);
+            let (cpu, sim_cpu) = (cpu_seconds() - cpu0, cpu_seconds_of(&sim_pid) - sim0);
+            let bytes = std::fs::metadata(tmp.path().join("turns.jsonl")).map_or(0, |m| m.len());
+            report(&name, &recorder.records(), &w, cpu, sim_cpu, bytes);
         }
     });
     let _ = child.kill();

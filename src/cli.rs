@@ -131,6 +131,11 @@ pub struct RunArgs {
     /// the run then exits 0 when at least one request succeeded.
     #[arg(long, value_name = "PCT")]
     pub max_error_rate: Option<f64>,
+    /// Seconds spent before the run measuring this client's own ceiling (requests/s and
+    /// tokens/s against an in-process loopback server); levels asking for more than half of it
+    /// are flagged as client-bound in the reports. 0 skips it.
+    #[arg(long, default_value_t = 0.3, value_name = "SECS")]
+    pub calibrate_secs: f64,
 
     /// Folder under which the timestamped results folder is created.
     #[arg(long, default_value = "results", value_name = "DIR")]

@@ -1,7 +1,5 @@
-//! `turnbench setup` downloads against a small server speaking exactly the part of the Hugging
-//! Face hub protocol hf-hub 1.0 uses, started on 127.0.0.1 port 0 by each test:
-//! `GET /api/models/{repo}/revision/{rev}`, `GET /api/models/{repo}/tree/{sha}?recursive=true`,
-//! `HEAD`/`GET /{repo}/resolve/{rev}/{file}` with `X-Repo-Commit`, `ETag`, `Content-Length`.
+//! `turnbench setup` downloads against a small server speaking the part of the Hugging Face hub
+//! protocol turnbench and hf-hub use (see `setup_hub`), started on 127.0.0.1 port 0 by each test.
 
 mod setup_hub;
 
@@ -11,7 +9,13 @@ use setup_hub::{start, tiny_files, Hub, COMMIT, REPO};
 use turnbench::hub::{download, resolve_model_in, Catalog, DownloadRequest, HubConfig};
 
 fn hub_config(endpoint: &str, cache: &Path, token: Option<&str>) -> HubConfig {
-    HubConfig { endpoint: endpoint.to_string(), cache_dir: cache.to_path_buf(), token: token.map(str::to_string), retry_attempts: 1 }
+    HubConfig {
+        endpoint: endpoint.to_string(),
+        cache_dir: cache.to_path_buf(),
+        token: token.map(str::to_string),
+        retry_attempts: 1,
+        chunk_bytes: 10_000_000,
+    }
 }
 
 fn request(include: &[&str]) -> DownloadRequest {
@@ -181,8 +185,7 @@ async fn interrupted_transfer_completes_on_rerun() {
     let weights = tiny_files().remove("model.safetensors").unwrap();
     assert_eq!(std::fs::read(snapshot.join("model.safetensors")).unwrap(), weights);
     let gets_after = hub.lock().unwrap().gets.clone();
-    // Only incomplete files are fetched again (hf-hub restarts the cut one from byte 0; it cannot
-    // resume).
+    // Only incomplete files are fetched again.
     assert!(!complete_before.contains(&"model.safetensors".to_string()));
     for (file, n) in &gets_after {
         let before = gets_before.get(file).copied().unwrap_or(0);
@@ -243,4 +246,55 @@ async fn a_tree_path_escaping_the_cache_is_refused() {
     let text = format!("{err:#}");
     assert!(text.contains("escape"), "{text}");
     assert!(!cache.path().join("models--tiny-org--tiny-model").join("escape.json").exists());
+}
+
+#[tokio::test]
+async fn an_interrupted_file_resumes_from_its_last_complete_chunk() {
+    let (endpoint, hub) = start(Hub {
+        files: tiny_files(),
+        cut_first_get_of: Some("model.safetensors".into()),
+        ..Default::default()
+    })
+    .await;
+    let cache = tempfile::tempdir().unwrap();
+    // 3 MiB in 1 MiB chunks: the cut one is the second or third; the first is committed.
+    let hf = HubConfig { chunk_bytes: 1 << 20, ..hub_config(&endpoint, cache.path(), None) };
+    download(&hf, &request(&["*.safetensors"]), None).await.unwrap_err();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let served_first = hub.lock().unwrap().bytes_served.get("model.safetensors").copied().unwrap_or(0);
+    download(&hf, &request(&["*.safetensors"]), None).await.unwrap();
+    let weights = tiny_files().remove("model.safetensors").unwrap();
+    let snapshot = cache.path().join("models--tiny-org--tiny-model/snapshots").join(COMMIT);
+    assert_eq!(std::fs::read(snapshot.join("model.safetensors")).unwrap(), weights);
+    let served_again = hub.lock().unwrap().bytes_served["model.safetensors"] - served_first;
+    assert!(
+        served_again < weights.len() as u64 && served_again >= 1 << 20,
+        "the second run fetched {served_again} of {} bytes: it should resume, not restart",
+        weights.len()
+    );
+}
+
+#[tokio::test]
+async fn a_cut_transfer_is_retried_within_one_run() {
+    let (endpoint, hub) = start(Hub {
+        files: tiny_files(),
+        cut_first_get_of: Some("model.safetensors".into()),
+        ..Default::default()
+    })
+    .await;
+    let cache = tempfile::tempdir().unwrap();
+    let hf = HubConfig { retry_attempts: 3, ..hub_config(&endpoint, cache.path(), None) };
+    let done = download(&hf, &request(&["*.safetensors"]), None).await.unwrap();
+    assert_eq!(done.files, 1);
+    assert!(hub.lock().unwrap().cut_first_get_of.is_none(), "the transfer was never cut");
+    let snapshot = cache.path().join("models--tiny-org--tiny-model/snapshots").join(COMMIT);
+    assert_eq!(std::fs::read(snapshot.join("model.safetensors")).unwrap(), tiny_files().remove("model.safetensors").unwrap());
+}
+
+#[tokio::test]
+async fn a_paginated_listing_is_followed_to_its_end() {
+    let (endpoint, _hub) = start(Hub { files: tiny_files(), page_size: 1, ..Default::default() }).await;
+    let cache = tempfile::tempdir().unwrap();
+    let done = download(&hub_config(&endpoint, cache.path(), None), &request(&[]), None).await.unwrap();
+    assert_eq!(done.files, tiny_files().len());
 }

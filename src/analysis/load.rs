@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::stats::{percentile_sorted, sorted_finite, Stats};
 use crate::core::record::TurnRecord;
-use crate::core::results::Manifest;
+use crate::core::results::{ClientCalibration, Manifest};
 use crate::schedule::LevelWindow;
 
 /// Key of the multi-user settings inside `manifest.settings`.
@@ -93,11 +93,48 @@ pub struct LevelSummary {
     pub latency_from_schedule_ms: Vec<Percentile>,
     /// Schedule lag: `sent − scheduled`.
     pub queue_ms: Vec<Percentile>,
+    /// Its p99, whatever `--percentiles` asked for (the client-bound check reads it).
+    #[serde(default)]
+    pub queue_p99_ms: Option<f64>,
     pub output_tps: Vec<Percentile>,
     pub errors: Vec<KindCount>,
     /// count/mean/std/min/p25…/max of TTFT, TPOT, latency, input turns, input tokens, output
     /// tokens and output chunks over the successful requests.
     pub statistics: Vec<NamedStats>,
+    /// Why the client, not the server, may have shaped this level (see [`client_bound`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_bound: Vec<String>,
+}
+
+/// A level asking for more than this share of the client's measured ceiling is flagged.
+pub const CLIENT_CEILING_SHARE: f64 = 0.5;
+/// A level whose schedule lag p99 is above this (ms) is flagged: requests went out late.
+pub const CLIENT_LAG_P99_MS: f64 = 10.0;
+
+/// Why `level`'s numbers may be the client's rather than the server's: it offered more than
+/// half the requests/s or received more than half the tokens/s the client managed against a
+/// server that costs nothing, or its requests left late.
+pub fn client_bound(level: &LevelSummary, calibration: Option<&ClientCalibration>) -> Vec<String> {
+    let mut why = Vec::new();
+    if let Some(c) = calibration {
+        let offered = level.offered_qps.max(level.request_rate);
+        if offered > CLIENT_CEILING_SHARE * c.requests_per_s {
+            why.push(format!(
+                "{offered:.0} requests/s is more than half the client's measured ceiling ({:.0}/s)",
+                c.requests_per_s
+            ));
+        }
+        if level.output_tokens_per_s > CLIENT_CEILING_SHARE * c.chunks_per_s {
+            why.push(format!(
+                "{:.0} streamed tokens/s is more than half the client's measured ceiling ({:.0}/s)",
+                level.output_tokens_per_s, c.chunks_per_s
+            ));
+        }
+    }
+    if let Some(lag) = level.queue_p99_ms.filter(|v| *v > CLIENT_LAG_P99_MS) {
+        why.push(format!("schedule lag p99 {lag:.1} ms (> {CLIENT_LAG_P99_MS} ms): requests went out late"));
+    }
+    why
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -124,7 +161,15 @@ pub struct LoadSummary {
 /// `None` unless the manifest describes a multi-user run.
 pub fn summarize_load(records: &[TurnRecord], manifest: &Manifest) -> Option<LoadSummary> {
     let settings = LoadSettings::from_manifest(manifest)?;
-    let levels: Vec<LevelSummary> = settings.levels.iter().map(|w| level_summary(records, w, &settings)).collect();
+    let levels: Vec<LevelSummary> = settings
+        .levels
+        .iter()
+        .map(|w| {
+            let mut level = level_summary(records, w, &settings);
+            level.client_bound = client_bound(&level, manifest.client_calibration.as_ref());
+            level
+        })
+        .collect();
     let (saturation, sustainable) =
         find_saturation(&levels, settings.saturation_ttft_factor, settings.saturation_ttft_floor_ms);
     let highest_sustainable_qps = sustainable.map(|l| l.target_qps.unwrap_or(l.achieved_qps));
@@ -231,6 +276,8 @@ pub fn level_summary(records: &[TurnRecord], w: &LevelWindow, s: &LoadSettings) 
         output_tps: percentiles(ok.iter().filter_map(|r| r.derived.output_tps), ps),
         errors,
         statistics,
+        queue_p99_ms: percentile_sorted(&sorted_finite(measured.iter().map(|r| r.derived.queue_ms)), 99.0),
+        client_bound: Vec::new(),
     }
 }
 

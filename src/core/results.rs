@@ -68,6 +68,26 @@ pub struct Manifest {
     /// One entry per test: its server's start-up and teardown, and how it ended.
     #[serde(default)]
     pub tests: Vec<TestRun>,
+    /// The client's own ceiling, measured before the first request against an in-process
+    /// loopback server (absent with `--calibrate-secs 0` and in folders of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_calibration: Option<ClientCalibration>,
+}
+
+/// What this client can do on this machine when the server costs nothing: a closed loop of
+/// streamed chat requests against an in-process simulator with the zero-latency profile. The
+/// loopback server shares the process, so the ceiling is a lower bound of the client's own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientCalibration {
+    pub concurrency: usize,
+    /// Streamed tokens (chunks) per answer.
+    pub answer_tokens: u32,
+    pub seconds: f64,
+    pub requests: u64,
+    pub requests_per_s: f64,
+    pub chunks_per_s: f64,
+    /// CPU (user + system) of client and loopback server together, per request.
+    pub cpu_ms_per_request: f64,
 }
 
 /// How one test went, server-side (DESIGN §7).

@@ -12,6 +12,10 @@ use super::catalog::{validate_repo_id, validate_repo_path, Catalog};
 /// Default Hugging Face endpoint.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 
+/// Range requests of 10 MB keep a request's overhead small beside its transfer and bound what
+/// an interruption loses (and the memory a chunk is buffered in).
+pub const DEFAULT_CHUNK_BYTES: usize = 10_000_000;
+
 /// Where the hub talks to, where the cache is, and the token: read once from the environment by
 /// the CLI, passed explicitly everywhere else.
 #[derive(Debug, Clone)]
@@ -21,6 +25,9 @@ pub struct HubConfig {
     pub token: Option<String>,
     /// Attempts per request for transient failures (connect errors, 5xx).
     pub retry_attempts: usize,
+    /// Size of the range requests a file is fetched in; an interrupted transfer resumes from its
+    /// last complete chunk.
+    pub chunk_bytes: usize,
 }
 
 impl HubConfig {
@@ -44,6 +51,7 @@ impl HubConfig {
             cache_dir,
             token,
             retry_attempts: 5,
+            chunk_bytes: DEFAULT_CHUNK_BYTES,
         }
     }
 }

@@ -1,7 +1,8 @@
-//! [`download`]: a repo at a revision into the cache through hf-hub, listing and size-checking
-//! the files itself (hf-hub restarts cut-short files and never checks sizes; see the `hub`
-//! module docs), with progress reported to a [`DownloadObserver`] and hf-hub's errors turned
-//! into what the user should do.
+//! [`download`]: a repo at a revision into the cache. The listing (commit, files, sizes) is asked
+//! of the hub here, with hf-hub's authenticated client; each file is fetched by hf-hub, which
+//! keeps a `<blob>.sync.part` it resumes from on the next attempt. Sizes are checked before and
+//! after (see the `hub` module docs), progress goes to a [`DownloadObserver`], and the hub's
+//! answers are turned into what the user should do.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -9,11 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use futures_util::StreamExt;
-use hf_hub::progress::{DownloadEvent, FileStatus, Progress, ProgressEvent, ProgressHandler};
-use hf_hub::{HFClient, HFError};
+use hf_hub::api::tokio::{Api, ApiBuilder, ApiError, Progress};
+use hf_hub::{Repo, RepoType};
+use serde::Deserialize;
 
-use super::cache::{check_free_space, is_commit_hash, repo_folder, snapshot_size, HubConfig};
+use super::cache::{cached_snapshot, check_free_space, repo_folder, snapshot_size, HubConfig};
 use super::catalog::{validate_repo_id, validate_repo_path};
 use crate::core::UsageError;
 
@@ -44,20 +45,26 @@ pub struct Downloaded {
     pub elapsed: Duration,
 }
 
+/// Range requests per file in flight (their size: `HubConfig::chunk_bytes`). One at a time:
+/// hf-hub commits a chunk only once every chunk before it is written, so with several in flight
+/// one cut transfer loses the others' work and the next run restarts the file; in order, it
+/// resumes from the last complete chunk.
+const FILE_CHUNKS: usize = 1;
+
 impl HubConfig {
     /// The hf-hub client for this endpoint, cache and token (hf-hub is only used from here).
-    fn client(&self) -> Result<HFClient> {
-        let mut builder = HFClient::builder()
-            .endpoint(self.endpoint.clone())
-            .cache_dir(self.cache_dir.clone())
-            .cache_enabled(true)
-            .retry_max_attempts(self.retry_attempts.max(1))
-            .retry_base_delay(Duration::from_millis(200))
-            .user_agent(format!("turnbench/{}", env!("CARGO_PKG_VERSION")));
-        if let Some(token) = &self.token {
-            builder = builder.token(token.clone());
-        }
-        builder.build().map_err(|e| anyhow::anyhow!("setting up the Hugging Face client: {e}"))
+    fn api(&self) -> Result<Api> {
+        ApiBuilder::new()
+            .with_endpoint(self.endpoint.trim_end_matches('/').to_string())
+            .with_cache_dir(self.cache_dir.clone())
+            // Always set: hf-hub would otherwise read a token file of its own choosing.
+            .with_token(self.token.clone())
+            .with_progress(false)
+            .with_max_files(FILE_CHUNKS)
+            .with_chunk_size(Some(self.chunk_bytes.max(1)))
+            .with_user_agent("turnbench", env!("CARGO_PKG_VERSION"))
+            .build()
+            .map_err(|e| anyhow::anyhow!("setting up the Hugging Face client: {e}"))
     }
 }
 
@@ -71,30 +78,42 @@ pub trait DownloadObserver: Send + Sync {
 struct NoObserver;
 impl DownloadObserver for NoObserver {}
 
-/// Bridges hf-hub's events to a [`DownloadObserver`] and counts what was really transferred.
-struct Bridge {
-    observer: Arc<dyn DownloadObserver>,
-    transferred: Mutex<HashMap<String, u64>>,
+/// Bytes transferred per file, shared by the clones hf-hub makes of a [`FileProgress`] (one per
+/// chunk in flight).
+#[derive(Default)]
+struct Transferred(Mutex<HashMap<String, u64>>);
+
+impl Transferred {
+    fn add(&self, name: &str, bytes: u64) -> u64 {
+        let mut t = crate::core::lock(&self.0);
+        let done = t.entry(name.to_string()).or_default();
+        *done += bytes;
+        *done
+    }
 }
 
-impl ProgressHandler for Bridge {
-    fn on_progress(&self, event: &ProgressEvent) {
-        let ProgressEvent::Download(event) = event else { return };
-        match event {
-            DownloadEvent::Start { total_files, total_bytes } => self.observer.start(*total_files, *total_bytes),
-            DownloadEvent::Progress { files } => {
-                for f in files {
-                    if matches!(f.status, FileStatus::Started | FileStatus::InProgress) {
-                        if let Ok(mut t) = self.transferred.lock() {
-                            t.insert(f.filename.clone(), f.bytes_completed);
-                        }
-                    }
-                    self.observer.file(&f.filename, f.bytes_completed, f.total_bytes, f.status == FileStatus::Complete);
-                }
-            }
-            DownloadEvent::Complete => self.observer.finish(),
-            _ => {}
-        }
+/// Bridges hf-hub's per-file progress to a [`DownloadObserver`].
+#[derive(Clone)]
+struct FileProgress {
+    name: String,
+    total: u64,
+    observer: Arc<dyn DownloadObserver>,
+    transferred: Arc<Transferred>,
+}
+
+impl Progress for FileProgress {
+    async fn init(&mut self, size: usize, _filename: &str) {
+        self.total = size as u64;
+        self.observer.file(&self.name, 0, self.total, false);
+    }
+    async fn update(&mut self, size: usize) {
+        // hf-hub reports the bytes a resumed file already has as its first update: they were
+        // not transferred now, but they are done.
+        let done = self.transferred.add(&self.name, size as u64);
+        self.observer.file(&self.name, done.min(self.total), self.total, false);
+    }
+    async fn finish(&mut self) {
+        self.observer.file(&self.name, self.total, self.total, true);
     }
 }
 
@@ -105,6 +124,25 @@ struct RemoteFile {
     size: u64,
 }
 
+/// The parts of the hub's answers read here.
+#[derive(Deserialize)]
+struct RevisionInfo {
+    sha: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TreeEntry {
+    #[serde(rename = "type")]
+    kind: String,
+    path: String,
+    #[serde(default)]
+    size: u64,
+}
+
+/// Bounds on what the hub may answer for a listing (a model has tens of files).
+const MAX_LISTING_BYTES: usize = 64 << 20;
+const MAX_TREE_PAGES: usize = 1000;
+
 /// Downloads `request` into `hub.cache_dir` (or, offline, finds it there).
 pub async fn download(
     hub: &HubConfig,
@@ -114,18 +152,18 @@ pub async fn download(
     validate_repo_id(&request.repo).map_err(UsageError::new)?;
     validate_repo_path("revision", &request.revision).map_err(UsageError::new)?;
     let started = Instant::now();
-    let client = hub.client()?;
-    let (owner, name) = request.repo.split_once('/').expect("validated");
-    let repo = client.model(owner, name);
 
     if request.offline {
-        let snapshot = repo
-            .snapshot_download()
-            .revision(request.revision.clone())
-            .local_files_only(true)
-            .send()
-            .await
-            .map_err(|e| explain(hub, request, e))?;
+        let Some(snapshot) = cached_snapshot(&hub.cache_dir, &request.repo, &request.revision) else {
+            return Err(UsageError::new(format!(
+                "offline: {}@{} is not in the cache {}; run `turnbench setup {}` with network first",
+                request.repo,
+                request.revision,
+                hub.cache_dir.display(),
+                request.repo
+            ))
+            .into());
+        };
         let files = matching_local_files(&snapshot, &request.include)?;
         if files.is_empty() {
             return Err(UsageError::new(format!(
@@ -148,34 +186,43 @@ pub async fn download(
         });
     }
 
+    let api = hub.api()?;
+    let base = hub.endpoint.trim_end_matches('/');
     // Pin the commit and list its files ourselves: sizes for the disk check and the final
-    // verification, and every path checked before hf-hub joins it to the cache folder.
-    let info = repo.info().revision(request.revision.clone()).send().await.map_err(|e| explain(hub, request, e))?;
+    // verification, and every path checked before it is joined to the cache folder.
+    let info: RevisionInfo = get_json(
+        &api,
+        hub,
+        request,
+        &format!("{base}/api/models/{}/revision/{}", request.repo, encode_revision(&request.revision)),
+        None,
+    )
+    .await?;
     let commit = info
         .sha
         .ok_or_else(|| anyhow::anyhow!("{} answered no commit for {}@{}", hub.endpoint, request.repo, request.revision))?;
-    if !commit.chars().all(|c| c.is_ascii_alphanumeric()) || commit.is_empty() {
+    if !commit.chars().all(|c| c.is_ascii_alphanumeric()) || commit.is_empty() || commit.len() > 64 {
         return Err(anyhow::anyhow!("{} answered an invalid commit id {commit:?}", hub.endpoint));
     }
     let matcher = glob_set(&request.include)?;
     let mut remote = Vec::new();
-    {
-        let tree = repo
-            .list_tree()
-            .revision(commit.clone())
-            .recursive(true)
-            .send()
-            .map_err(|e| explain(hub, request, e))?;
-        futures_util::pin_mut!(tree);
-        while let Some(entry) = tree.next().await {
-            if let hf_hub::repository::RepoTreeEntry::File { path, size, .. } = entry.map_err(|e| explain(hub, request, e))? {
-                if matcher.as_ref().is_none_or(|m| m.is_match(&path)) {
-                    validate_repo_path("file", &path)
-                        .map_err(|e| UsageError::new(format!("{} lists a bad path: {e}", request.repo)))?;
-                    remote.push(RemoteFile { path, size });
-                }
+    let mut next = Some(format!("{base}/api/models/{}/tree/{commit}?recursive=true", request.repo));
+    let mut pages = 0;
+    while let Some(url) = next.take() {
+        pages += 1;
+        if pages > MAX_TREE_PAGES {
+            return Err(anyhow::anyhow!("{}: the hub's file listing did not end after {MAX_TREE_PAGES} pages", request.repo));
+        }
+        let mut link = None;
+        let entries: Vec<TreeEntry> = get_json(&api, hub, request, &url, Some(&mut link)).await?;
+        for entry in entries {
+            if entry.kind == "file" && matcher.as_ref().is_none_or(|m| m.is_match(&entry.path)) {
+                validate_repo_path("file", &entry.path)
+                    .map_err(|e| UsageError::new(format!("{} lists a bad path: {e}", request.repo)))?;
+                remote.push(RemoteFile { path: entry.path, size: entry.size });
             }
         }
+        next = link;
     }
     if remote.is_empty() {
         return Err(UsageError::new(format!(
@@ -189,8 +236,8 @@ pub async fn download(
 
     let folder = hub.cache_dir.join(repo_folder(&request.repo));
     let snapshot = folder.join("snapshots").join(&commit);
-    // A file whose cached size is wrong was cut short (hf-hub keeps no partial state it could
-    // resume): drop it so it is fetched again.
+    // A file whose cached size is wrong was cut short by something else (hf-hub only links a blob
+    // once it is complete): drop it so it is fetched again.
     for f in &remote {
         let link = snapshot.join(&f.path);
         if let Ok(meta) = std::fs::metadata(&link) {
@@ -202,25 +249,28 @@ pub async fn download(
             }
         }
     }
-    let missing: u64 = remote.iter().filter(|f| !snapshot.join(&f.path).exists()).map(|f| f.size).sum();
-    check_free_space(&hub.cache_dir, missing)?;
+    let todo: Vec<&RemoteFile> = remote.iter().filter(|f| !snapshot.join(&f.path).exists()).collect();
+    check_free_space(&hub.cache_dir, todo.iter().map(|f| f.size).sum())?;
 
-    let bridge = Arc::new(Bridge { observer: observer.unwrap_or_else(|| Arc::new(NoObserver)), transferred: Mutex::default() });
-    let allow: Vec<String> = remote.iter().map(|f| glob_escape(&f.path)).collect();
-    let result = repo
-        .snapshot_download()
-        .revision(commit.clone())
-        .allow_patterns(allow)
-        .progress(Progress::from(bridge.clone()))
-        .send()
-        .await;
-    if let Err(e) = result {
-        return Err(explain(hub, request, e)).context(format!(
-            "downloading {}@{}; run the same command again to complete it",
-            request.repo, request.revision
-        ));
+    let observer = observer.unwrap_or_else(|| Arc::new(NoObserver));
+    let transferred = Arc::new(Transferred::default());
+    observer.start(todo.len(), todo.iter().map(|f| f.size).sum());
+    // The pinned commit, not the branch: every file comes from the same snapshot.
+    let repo = api.repo(Repo::with_revision(request.repo.clone(), RepoType::Model, commit.clone()));
+    for f in &todo {
+        let progress = FileProgress {
+            name: f.path.clone(),
+            total: f.size,
+            observer: observer.clone(),
+            transferred: transferred.clone(),
+        };
+        fetch_with_retries(hub, request, &repo, &snapshot, f, progress).await.with_context(|| {
+            format!("downloading {}@{}; run the same command again to complete it", request.repo, request.revision)
+        })?;
     }
-    if !is_commit_hash(&request.revision) || request.revision != commit {
+    observer.finish();
+    // hf-hub wrote refs/<commit>; the ref users name is the revision they asked for.
+    if request.revision != commit {
         let refs = folder.join("refs").join(&request.revision);
         if let Some(parent) = refs.parent() {
             std::fs::create_dir_all(parent)?;
@@ -232,7 +282,7 @@ pub async fn download(
         match std::fs::metadata(snapshot.join(&f.path)) {
             Ok(m) if m.len() == f.size => {}
             Ok(m) => wrong.push(format!("{} ({} of {} bytes)", f.path, m.len(), f.size)),
-            Err(_) => wrong.push(format!("{} (missing: the hub answered 404 for it?)", f.path)),
+            Err(_) => wrong.push(format!("{} (missing)", f.path)),
         }
     }
     if !wrong.is_empty() {
@@ -243,16 +293,104 @@ pub async fn download(
             wrong.join(", ")
         ));
     }
-    let transferred = bridge.transferred.lock().map(|t| t.clone()).unwrap_or_default();
+    let transferred = crate::core::lock(&transferred.0).clone();
     Ok(Downloaded {
         snapshot,
         commit,
         files: remote.len(),
         total_bytes: remote.iter().map(|f| f.size).sum(),
-        fetched_files: transferred.len(),
+        fetched_files: todo.len(),
         fetched_bytes: transferred.values().sum(),
         elapsed: started.elapsed(),
     })
+}
+
+/// One file, retried on transient failures (connect errors, timeouts, 5xx, cut transfers); each
+/// retry resumes from what hf-hub committed.
+async fn fetch_with_retries(
+    hub: &HubConfig,
+    request: &DownloadRequest,
+    repo: &hf_hub::api::tokio::ApiRepo,
+    snapshot: &Path,
+    file: &RemoteFile,
+    progress: FileProgress,
+) -> Result<()> {
+    if file.size == 0 {
+        return write_empty(snapshot, file);
+    }
+    let attempts = hub.retry_attempts.max(1);
+    let mut attempt = 1;
+    loop {
+        match repo.download_with_progress(&file.path, progress.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(e) if attempt < attempts && is_transient(&e) => {
+                tokio::time::sleep(Duration::from_millis(200 << attempt.min(6))).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(explain(hub, request, Failure::Api(e), Some(&file.path))),
+        }
+    }
+}
+
+/// An empty file needs no transfer (and a range request on an empty body has no answer hf-hub
+/// reads): it is written straight into the snapshot.
+fn write_empty(snapshot: &Path, file: &RemoteFile) -> Result<()> {
+    let path = snapshot.join(&file.path);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::write(&path, b"").with_context(|| format!("writing {}", path.display()))
+}
+
+fn is_transient(e: &ApiError) -> bool {
+    match e {
+        ApiError::RequestError(r) => {
+            r.is_connect() || r.is_timeout() || r.is_body() || r.is_decode() || r.status().is_some_and(|s| s.is_server_error())
+        }
+        ApiError::IoError(_) => true,
+        ApiError::TooManyRetries(inner) => is_transient(inner),
+        _ => false,
+    }
+}
+
+/// Revisions are path segments: a branch like `refs/pr/1` is sent with its slashes encoded, as
+/// huggingface_hub does.
+fn encode_revision(revision: &str) -> String {
+    revision.replace('/', "%2F")
+}
+
+/// GETs `url` as JSON with hf-hub's client (token, user agent), bounded in size; `next` receives
+/// the `Link: <…>; rel="next"` page the hub paginates long listings with.
+async fn get_json<T: serde::de::DeserializeOwned>(
+    api: &Api,
+    hub: &HubConfig,
+    request: &DownloadRequest,
+    url: &str,
+    next: Option<&mut Option<String>>,
+) -> Result<T> {
+    let response = api.client().get(url).send().await.map_err(|e| explain(hub, request, Failure::Http(e), None))?;
+    let status = response.status();
+    if !status.is_success() {
+        let code = response.headers().get("x-error-code").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        return Err(explain(hub, request, Failure::Status(status.as_u16(), code), None));
+    }
+    if let Some(next) = next {
+        *next = response
+            .headers()
+            .get("link")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|link| link.split(',').find(|part| part.contains("rel=\"next\"")))
+            .and_then(|part| Some(part[part.find('<')? + 1..part.find('>')?].to_string()));
+    }
+    let mut body = Vec::new();
+    let mut response = response;
+    while let Some(chunk) = response.chunk().await.map_err(|e| explain(hub, request, Failure::Http(e), None))? {
+        if body.len() + chunk.len() > MAX_LISTING_BYTES {
+            return Err(anyhow::anyhow!("{url}: the hub's answer is larger than {MAX_LISTING_BYTES} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).with_context(|| format!("{url}: the hub answered JSON turnbench cannot read"))
 }
 
 fn glob_set(patterns: &[String]) -> Result<Option<globset::GlobSet>> {
@@ -264,21 +402,6 @@ fn glob_set(patterns: &[String]) -> Result<Option<globset::GlobSet>> {
         builder.add(globset::Glob::new(p).map_err(|e| UsageError::new(format!("--include {p:?}: {e}")))?);
     }
     Ok(Some(builder.build()?))
-}
-
-/// A glob matching exactly `path`.
-fn glob_escape(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for c in path.chars() {
-        if "*?[]{}".contains(c) {
-            out.push('[');
-            out.push(c);
-            out.push(']');
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 fn matching_local_files(snapshot: &Path, include: &[String]) -> Result<Vec<String>> {
@@ -301,54 +424,60 @@ fn matching_local_files(snapshot: &Path, include: &[String]) -> Result<Vec<Strin
     Ok(out)
 }
 
-/// Turns hf-hub errors into what the user should do.
-fn explain(hub: &HubConfig, request: &DownloadRequest, err: HFError) -> anyhow::Error {
+/// What went wrong talking to the hub.
+enum Failure {
+    Http(reqwest::Error),
+    /// An HTTP status and the hub's `X-Error-Code`.
+    Status(u16, String),
+    Api(ApiError),
+}
+
+/// Turns the hub's answers into what the user should do.
+fn explain(hub: &HubConfig, request: &DownloadRequest, failure: Failure, file: Option<&str>) -> anyhow::Error {
     let repo = &request.repo;
     let token_hint = if hub.token.is_some() {
         "the token in HF_TOKEN has no access to it"
     } else {
         "set HF_TOKEN to a token of an account that accepted its licence"
     };
-    match err {
-        HFError::AuthRequired { .. } => UsageError::new(format!(
+    let (status, code, source) = match failure {
+        Failure::Status(status, code) => (Some(status), code, None),
+        Failure::Http(e) => (e.status().map(|s| s.as_u16()), String::new(), Some(e)),
+        Failure::Api(ApiError::RequestError(e)) => (e.status().map(|s| s.as_u16()), String::new(), Some(e)),
+        Failure::Api(ApiError::TooManyRetries(inner)) => return explain(hub, request, Failure::Api(*inner), file),
+        Failure::Api(other) => return anyhow::Error::new(other),
+    };
+    match status {
+        Some(401) => UsageError::new(format!(
             "{repo}: the hub answered 401 (authentication required): the repo is gated or private; {token_hint} \
              (accept the licence on {}/{repo} first)",
             hub.endpoint
         ))
         .into(),
-        HFError::Forbidden { .. } => UsageError::new(format!(
+        Some(403) => UsageError::new(format!(
             "{repo}: the hub answered 403 (forbidden): gated repo; {token_hint} (request access on {}/{repo})",
             hub.endpoint
         ))
         .into(),
-        HFError::RepoNotFound { .. } => {
-            UsageError::new(format!("{repo}: no such model repo on {} (404); check the name", hub.endpoint)).into()
-        }
-        HFError::RevisionNotFound { revision, context, .. } => {
+        Some(404) => UsageError::new(match (file, code.as_str()) {
+            (Some(path), _) => format!("{repo}: no file {path:?} (404)"),
+            (None, "RevisionNotFound") => format!("{repo}: no revision {:?} (404)", request.revision),
+            (None, "RepoNotFound") => format!("{repo}: no such model repo on {} (404); check the name", hub.endpoint),
             // The hub says which in X-Error-Code; without it, both are possible.
-            let code = context.as_ref().and_then(|c| c.error_code.clone()).unwrap_or_default();
-            let what = if code == "RevisionNotFound" {
-                format!("{repo}: no revision {revision:?} (404)")
-            } else {
-                format!("{repo}: no such model repo on {} or no revision {revision:?} in it (404); check the name", hub.endpoint)
-            };
-            UsageError::new(what).into()
-        }
-        HFError::EntryNotFound { path, .. } => UsageError::new(format!("{repo}: no file {path:?} (404)")).into(),
-        HFError::LocalEntryNotFound { path } => UsageError::new(format!(
-            "offline: {repo}@{} is not in the cache {} ({path}); run `turnbench setup {repo}` with network first",
-            request.revision,
-            hub.cache_dir.display()
-        ))
+            (None, _) => format!(
+                "{repo}: no such model repo on {} or no revision {:?} in it (404); check the name",
+                hub.endpoint, request.revision
+            ),
+        })
         .into(),
-        HFError::Request { source, url } if source.is_connect() || source.is_timeout() => {
-            anyhow::Error::new(source).context(format!(
-                "cannot reach {} ({}): no network? `turnbench setup --offline` uses only the cache",
-                hub.endpoint,
-                url.unwrap_or_default()
-            ))
-        }
-        other => anyhow::Error::new(other),
+        _ => match source {
+            Some(e) if e.is_connect() || e.is_timeout() => anyhow::Error::new(e).context(format!(
+                "cannot reach {}: no network? `turnbench setup --offline` uses only the cache",
+                hub.endpoint
+            )),
+            Some(e) => anyhow::Error::new(e),
+            None => anyhow::anyhow!("{repo}: the hub answered HTTP {}", status.unwrap_or_default()),
+        },
     }
 }
 
@@ -357,9 +486,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn glob_escape_matches_only_itself() {
-        let set = glob_set(&[glob_escape("a[1]*.json")]).unwrap().unwrap();
-        assert!(set.is_match("a[1]*.json"));
-        assert!(!set.is_match("a1x.json"));
+    fn revisions_with_slashes_are_one_path_segment() {
+        assert_eq!(encode_revision("refs/pr/1"), "refs%2Fpr%2F1");
+        assert_eq!(encode_revision("main"), "main");
     }
 }

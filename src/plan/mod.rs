@@ -71,6 +71,8 @@ pub struct Plan {
     /// `--max-error-rate`: the most failed requests (percent of measured) a run may have and
     /// still exit 0.
     pub max_error_rate: Option<f64>,
+    /// How long to measure the client's ceiling before the run (`None`: not at all).
+    pub calibrate: Option<Duration>,
     pub results_dir: PathBuf,
     pub label: Option<String>,
     /// Print the selected suite and stop.
@@ -164,6 +166,7 @@ impl Plan {
             sample_interval: Duration::from_millis(args.sample_interval),
             allow_busy_gpu: args.allow_busy_gpu,
             max_error_rate: args.max_error_rate,
+            calibrate: (args.calibrate_secs > 0.0).then(|| Duration::from_secs_f64(args.calibrate_secs)),
             results_dir: args.results_dir.clone(),
             label: args.label.clone(),
             list_conversations: args.selection.list_conversations,
@@ -225,6 +228,9 @@ fn check_numbers(args: &RunArgs) -> Result<()> {
             args.sample_interval
         ))
         .into());
+    }
+    if !(args.calibrate_secs.is_finite() && (0.0..=60.0).contains(&args.calibrate_secs)) {
+        return Err(UsageError::new(format!("--calibrate-secs {}: must be between 0 (off) and 60 seconds", args.calibrate_secs)).into());
     }
     if let Some(p) = args.max_error_rate.filter(|p| !(p.is_finite() && (0.0..=100.0).contains(p))) {
         return Err(UsageError::new(format!("--max-error-rate {p}: must be a percentage between 0 and 100")).into());
@@ -360,6 +366,7 @@ fn settings_json(args: &RunArgs, schedule: &SchedulePlan, prompt_mode: cli::Prom
         "sample_interval_ms": args.sample_interval,
         "allow_busy_gpu": args.allow_busy_gpu,
         "max_error_rate_pct": args.max_error_rate,
+        "calibrate_s": args.calibrate_secs,
         "api_key": args.api_key.as_ref().map(|_| "<redacted>"),
         "prompt_mode": format!("{prompt_mode:?}").to_lowercase(),
         "chat_template": args.chat_template,

@@ -496,6 +496,14 @@ fn load_section(out: &mut String, load: &LoadSummary) {
         None => out.push_str("<p>No level reached saturation.</p>"),
     }
     let _ = write!(out, "<p>Recommendation: {}</p>", esc(&load.recommendation));
+    for l in load.levels.iter().filter(|l| !l.client_bound.is_empty()) {
+        let _ = write!(
+            out,
+            "<p class=\"banner\">Client-bound: <strong>{}</strong> — {}; its numbers may be the client's, not the server's.</p>",
+            esc(&l.label),
+            esc(&l.client_bound.join("; "))
+        );
+    }
 }
 
 fn resources_section(out: &mut String, input: &ReportInput) {

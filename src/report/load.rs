@@ -61,7 +61,11 @@ pub fn console_table(load: &LoadSummary) -> String {
             errors_text(l),
         ]);
     }
-    format!("{table}\n{}", load.recommendation)
+    let mut out = format!("{table}\n{}", load.recommendation);
+    for l in load.levels.iter().filter(|l| !l.client_bound.is_empty()) {
+        out.push_str(&format!("\nclient-bound: {} — {}", l.label, l.client_bound.join("; ")));
+    }
+    out
 }
 
 /// The `## Load levels` section of `report.md`.
@@ -157,6 +161,9 @@ pub fn markdown(load: &LoadSummary) -> String {
         load.highest_sustainable_qps.map_or("–".into(), |q| format!("{q:.2} conversations/s"))
     );
     let _ = writeln!(out, "- Recommendation: {}", load.recommendation);
+    for l in load.levels.iter().filter(|l| !l.client_bound.is_empty()) {
+        let _ = writeln!(out, "- ⚠ Client-bound: **{}** — {}; its numbers may be the client's, not the server's.", l.label, l.client_bound.join("; "));
+    }
     let _ = writeln!(
         out,
         "\nPlots: `plots/load_rate.*` (target, achieved and success), `plots/load_ttft.*`, `plots/load_e2e.*`, `plots/load_tokens.*` (PNG and SVG)."

@@ -243,10 +243,12 @@ fn render_page(format: ImageFormat, size: (u32, u32), title: Option<&str>, panel
                 draw_page(root, title, panels)?;
             }
             let mut png = Vec::new();
-            use image::ImageEncoder;
-            image::codecs::png::PngEncoder::new(&mut png)
-                .write_image(&rgb, size.0, size.1, image::ColorType::Rgb8)
-                .map_err(|e| anyhow!("PNG encoding failed: {e}"))?;
+            let mut encoder = png::Encoder::new(&mut png, size.0, size.1);
+            encoder.set_color(png::ColorType::Rgb);
+            encoder.set_depth(png::BitDepth::Eight);
+            let mut writer = encoder.write_header().map_err(|e| anyhow!("PNG encoding failed: {e}"))?;
+            writer.write_image_data(&rgb).map_err(|e| anyhow!("PNG encoding failed: {e}"))?;
+            writer.finish().map_err(|e| anyhow!("PNG encoding failed: {e}"))?;
             Ok(png)
         }
     }

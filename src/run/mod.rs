@@ -9,6 +9,7 @@
 //! marked `completed` last of all, and the exit code says how the run ended.
 
 mod ab;
+mod calibrate;
 mod load;
 mod progress;
 mod servers;
@@ -180,6 +181,19 @@ async fn run_started(
 
     let mut manifest = new_manifest(plan, &first);
     manifest.token_counts_estimated = counter.is_estimate();
+    if let Some(window) = plan.calibrate {
+        // Before the samplers start: the timeline shows the run, not this.
+        match calibrate::measure(&plan.client, window.as_secs_f64()).await {
+            Ok(c) => {
+                eprintln!(
+                    "client ceiling: {:.0} requests/s, {:.0} tokens/s ({:.2} ms CPU per request; {} answers of {} tokens in {:.1} s)",
+                    c.requests_per_s, c.chunks_per_s, c.cpu_ms_per_request, c.requests, c.answer_tokens, c.seconds
+                );
+                manifest.client_calibration = Some(c);
+            }
+            Err(e) => eprintln!("warning: the client's ceiling was not measured: {e:#}"),
+        }
+    }
     results::write_manifest(dir, &manifest)?;
     monitor.attach(dir)?;
     monitor.write_system_json(dir, engine_version)?;
@@ -427,6 +441,7 @@ fn new_manifest(plan: &Plan, server: &ServerInfo) -> Manifest {
         completed_at: None,
         server_died: None,
         tests: Vec::new(),
+        client_calibration: None,
     }
 }
 
