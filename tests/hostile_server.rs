@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{json_file, measured, show, Suite, BIN};
+use common::{group_members, json_file, measured, recorded_groups, show, turnbench, wait_until, Guard, Suite, BIN};
 use hostile::{Hostile, Mode};
 use serde_json::{json, Value};
 
@@ -107,7 +107,8 @@ fn absurd_usage_is_invalid_and_never_summed() {
     assert_eq!(r["usage"]["prompt_tokens"], 1_000_000_000_000_000_000u64, "raw numbers kept for audit");
     let fx = suite(1);
     let server = Hostile::start(Mode::AbsurdUsage);
-    run(&fx, &server, &[]);
+    let out = run(&fx, &server, &[]);
+    assert_eq!(code(&out), 3, "no request succeeded: exit 3\n{}", show(&out));
     let s = json_file(fx.results().join("summary.json"));
     assert_eq!(s["cache"]["prompt_tokens"], 0, "an invalid record is in no statistic");
     assert!(s["overall"]["output_tokens"].is_null());
@@ -178,6 +179,40 @@ fn the_api_key_a_server_echoes_is_never_written_or_printed() {
     }
 }
 
+/// A run against a server that works, given its key as `--api-key=KEY` or in TURNBENCH_API_KEY:
+/// the manifest says `<redacted>` where the key was, and the key is nowhere else.
+#[test]
+fn an_api_key_given_any_way_is_redacted_everywhere() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sim = rt.block_on(turnbench::sim::spawn(turnbench::sim::SimConfig::instant())).unwrap();
+    let url = sim.base_url();
+    for (how, key) in [("--api-key=KEY", "sk-SECRET-equals-1"), ("TURNBENCH_API_KEY", "sk-SECRET-env-2")] {
+        let fx = suite(1);
+        let mut cmd = fx.command(&["--endpoint", &url, "--warmup", "0"]);
+        let flag = format!("--api-key={key}");
+        if how == "TURNBENCH_API_KEY" {
+            cmd.env("TURNBENCH_API_KEY", key);
+        } else {
+            cmd.arg(&flag);
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(code(&out), 0, "{how}: {}", show(&out));
+        let manifest = json_file(fx.results().join("manifest.json"));
+        assert_eq!(manifest["settings"]["api_key"], "<redacted>", "{how}: {}", manifest["settings"]);
+        if how != "TURNBENCH_API_KEY" {
+            let line: Vec<&str> = manifest["command_line"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+            assert!(line.contains(&"--api-key=<redacted>"), "{how}: {line:?}");
+        }
+        let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!printed.contains(key), "{how}: printed: {printed}");
+        for file in walk(&fx.results()) {
+            let bytes = std::fs::read(&file).unwrap();
+            assert!(!String::from_utf8_lossy(&bytes).contains(key), "{how}: {} holds the key", file.display());
+        }
+    }
+    drop(sim);
+}
+
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
@@ -240,6 +275,8 @@ fn max_error_rate_turns_too_many_failures_into_exit_5() {
     let fx = suite(1);
     let out = run(&fx, &server, &["--max-error-rate", "NaN"]);
     assert_eq!(code(&out), 2, "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--max-error-rate NaN: must be a percentage between 0 and 100"), "{}", show(&out));
 }
 
 #[test]
@@ -323,18 +360,14 @@ fn sigterm_is_reported_as_sigterm_and_exits_143() {
     let fx = suite(1);
     let server = Hostile::start(Mode::Stall);
     let url = server.url();
-    let mut child = fx
-        .command(&["--endpoint", &url, "--model", "hostile", "--warmup", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for(&fx, &mut child, 0);
-    while server.chats.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let mut child =
+        Guard::spawn(fx.command(&["--endpoint", &url, "--model", "hostile", "--warmup", "0"]).stdout(Stdio::piped()).stderr(Stdio::piped()));
+    wait_for(&fx, child.child(), 0);
+    wait_until("the stalled chat request", Duration::from_secs(60), || {
+        (server.chats.load(std::sync::atomic::Ordering::Relaxed) > 0).then_some(())
+    });
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = child.wait_with_output();
     assert_eq!(out.status.code(), Some(143), "{}", show(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("SIGTERM") && !err.contains("second Ctrl-C"), "{err}");
@@ -346,15 +379,17 @@ fn sigterm_is_reported_as_sigterm_and_exits_143() {
 fn a_run_killed_with_kill_9_is_rebuilt_as_incomplete_with_its_engine_log() {
     let fx = suite(3);
     // The managed simulator, slow enough that the run is still going when it is killed.
-    let mut child = fx
-        .command(&["--engine", "sim", "--warmup", "0", "--engine-arg=--inter-token-ms=300"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(&fx, &mut child, 1);
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    let mut child = Guard::spawn(
+        fx.command(&["--engine", "sim", "--warmup", "0", "--engine-arg=--inter-token-ms=300"]).stdout(Stdio::null()).stderr(Stdio::null()),
+    );
+    wait_for(&fx, child.child(), 1);
+    // The simulator turnbench started, as it recorded it in this test's own state dir.
+    let groups = recorded_groups(fx.dir());
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    child.child().kill().unwrap(); // SIGKILL
+    child.wait();
+    // Its server dies with it (parent-death signal); the registry entry stays for the next start to reap.
+    wait_until("the managed simulator's group gone", Duration::from_secs(30), || group_members(groups[0]).is_empty().then_some(()));
     let dir = fx.results();
     let log = dir.join("engine/server-001.log");
     assert!(log.is_file() && std::fs::metadata(&log).unwrap().len() > 0, "the engine log is in the results folder");
@@ -435,7 +470,7 @@ fn profile_values_that_would_overflow_are_usage_errors_before_launch() {
 fn data_files_are_read_with_a_limit_that_names_it() {
     let fx = suite(1);
     let results = fx.path("results");
-    let out = Command::new(BIN)
+    let out = turnbench(fx.dir())
         .args(["run", "--data", "/dev/zero", "--results-dir"])
         .arg(&results)
         .stdin(Stdio::null())

@@ -5,9 +5,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-use common::{assert_success, measured, BIN};
+use common::{assert_success, measured, turnbench};
 use serde_json::Value;
 
 fn data(name: &str) -> PathBuf {
@@ -17,20 +17,21 @@ fn data(name: &str) -> PathBuf {
 /// `turnbench run` on the repository's suite against an instant simulator; the measured records.
 fn run_suite(extra: &[&str]) -> Vec<Value> {
     let tmp = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
+    let results = tmp.path().join("results");
+    let out = turnbench(tmp.path())
         .args(["run", "--engine", "sim", "--engine-arg=--profile=instant", "--warmup", "1"])
         .arg("--data")
         .arg(data("conversations.json"))
         .arg("--rag-data")
         .arg(data("rag_data.json"))
         .arg("--results-dir")
-        .arg(tmp.path())
+        .arg(&results)
         .args(extra)
         .stdin(Stdio::null())
         .output()
         .unwrap();
     assert_success(&out);
-    let dir = std::fs::read_dir(tmp.path()).unwrap().next().unwrap().unwrap().path();
+    let dir = std::fs::read_dir(&results).unwrap().next().unwrap().unwrap().path();
     for f in ["tokens.jsonl", "transcripts.jsonl"] {
         assert!(dir.join(f).is_file(), "{f} is written beside turns.jsonl");
     }

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{assert_success, json_file, measured, show, Suite, BIN};
+use common::{assert_success, json_file, measured, show, turnbench, Suite, BIN};
 use serde_json::{json, Value};
 
 fn one_conversation(turns: usize) -> Value {
@@ -100,7 +100,7 @@ fn run_in(cwd: &Path, extra: &[&str]) -> std::process::Output {
     let suite = json!({"version": 1, "conversations": one_conversation(1)});
     std::fs::write(cwd.join("c.json"), suite.to_string()).unwrap();
     std::fs::write(cwd.join("r.json"), json!({"version": 1, "documents": []}).to_string()).unwrap();
-    Command::new(BIN)
+    turnbench(cwd)
         .current_dir(cwd)
         .args(["run", "--data", "c.json", "--rag-data", "r.json", "--results-dir", "results", "--warmup", "0"])
         .args(extra)
@@ -122,8 +122,8 @@ fn an_edited_profile_in_configs_is_the_one_a_run_reads() {
     let out = run_in(cwd.path(), &["--engine", "sim"]);
     assert_success(&out);
     let dir = only_results(cwd.path());
-    let ttft = measured(&dir)[0]["derived"]["ttft_ms"].as_f64().unwrap();
-    assert!(ttft < 300.0, "built-in default: {ttft} ms");
+    // Which profile was read is what the manifest recorded (a TTFT bound would flip on a busy machine).
+    assert_eq!(measured(&dir)[0]["status"], "ok");
     let manifest = json_file(dir.join("manifest.json"));
     assert_eq!(manifest["configs"][0]["builtin"], true, "{}", manifest["configs"]);
     std::fs::remove_dir_all(cwd.path().join("results")).unwrap();

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_success, show, Suite, BIN};
+use common::{assert_success, show, Guard, Suite, BIN};
 use serde_json::json;
 
 fn chromium() -> Option<PathBuf> {
@@ -59,8 +59,15 @@ struct Loaded {
 /// after a minute.
 fn chromium_run(browser: &Path, page: &Path, mode: &str) -> Loaded {
     let profile = tempfile::tempdir().unwrap();
-    let mut child = Command::new(browser)
-        .args([
+    // Guarded (a panic below must not leave it running), and with HOME and the XDG folders in
+    // the profile: NSS, fontconfig and crash reporting write under them, not the user's home.
+    let mut child = Guard::spawn(
+        Command::new(browser)
+            .env("HOME", profile.path())
+            .env("XDG_CACHE_HOME", profile.path().join("cache"))
+            .env("XDG_CONFIG_HOME", profile.path().join("config"))
+            .env("XDG_DATA_HOME", profile.path().join("data"))
+            .args([
             "--headless",
             "--no-sandbox", // root in containers; the page is our own file
             "--disable-gpu",
@@ -71,17 +78,18 @@ fn chromium_run(browser: &Path, page: &Path, mode: &str) -> Loaded {
             "--window-size=1280,1800",
             "--enable-logging=stderr",
             "--v=0",
+            "--disable-crash-reporter",
+            "--disable-breakpad",
         ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--user-data-dir={}", profile.path().join("chromium").display()))
         .arg(mode)
         .arg(format!("file://{}", page.display()))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", browser.display()));
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
+        .stderr(Stdio::piped()),
+    );
+    let mut stdout = child.child().stdout.take().unwrap();
+    let mut stderr = child.child().stderr.take().unwrap();
     let out_reader = std::thread::spawn(move || {
         let mut s = String::new();
         let _ = stdout.read_to_string(&mut s);
@@ -94,12 +102,10 @@ fn chromium_run(browser: &Path, page: &Path, mode: &str) -> Loaded {
     });
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if child.try_wait().unwrap().is_some() {
+        if child.child().try_wait().unwrap().is_some() {
             break;
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
             panic!("chromium did not finish {mode} of {} within a minute", page.display());
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -7,6 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use common::{assert_success, Suite, BIN};
 use serde_json::{json, Value};
@@ -136,6 +137,14 @@ fn scripted_gpu_values_reach_timeline_join_summary_and_report() {
     assert!(dir.join("plots/timeline.png").is_file() && dir.join("plots/timeline.svg").is_file());
     let svg = std::fs::read_to_string(dir.join("plots/timeline.svg")).unwrap();
     assert!(svg.contains("GPU util % (gpu0)"));
+    // The plot's model draws the run's samples: the GPU panel is the scripted 37 % at every
+    // sample time of timeline.csv, and nothing else.
+    let timeline = turnbench::core::timeline::Timeline::read(&dir).unwrap().unwrap();
+    let figure = turnbench::report::resources::timeline_figure(&timeline);
+    let gpu = figure.panels.iter().flat_map(|p| &p.series).find(|s| s.label == "GPU util % (gpu0)").expect("a GPU series");
+    let sampled = timeline.series("gpu", "util_sm_pct").count();
+    assert!(sampled > 0 && gpu.points.len() == sampled, "{} points for {sampled} samples", gpu.points.len());
+    assert!(gpu.points.iter().all(|(_, y)| *y == 37.0), "{:?}", gpu.points);
 
     // system.json from the probe.
     let system = read_json(&dir.join("system.json"));
@@ -201,4 +210,48 @@ fn without_nvml_the_run_completes_with_one_notice() {
     assert!(timeline.contains(",engine,cpu_pct,"));
     let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
     assert!(report.contains("GPU metrics unavailable for this run"), "{report}");
+}
+
+/// The real NVML path, where there is a GPU: the probe's own readings, then a run through the
+/// binary. Without NVML it says loudly that it skipped; `TURNBENCH_REQUIRE_GPU=1` makes that a
+/// failure (for machines that have a GPU).
+#[test]
+fn on_a_gpu_the_nvml_probe_reads_it_and_a_run_records_it() {
+    use turnbench::metrics::gpu::{wait_for_release, GpuProbe, NvmlProbe};
+    let probe = match NvmlProbe::init() {
+        Ok(p) => p,
+        Err(why) => {
+            assert!(std::env::var("TURNBENCH_REQUIRE_GPU").as_deref() != Ok("1"), "TURNBENCH_REQUIRE_GPU=1 but NVML: {why}");
+            eprintln!("\n*** SKIPPED the NVML test (tests/samplers_e2e.rs): {why} ***\n");
+            return;
+        }
+    };
+    let info = probe.info();
+    assert!(!info.devices.is_empty(), "{info:?}");
+    for d in &info.devices {
+        assert!(!d.name.is_empty() && d.memory_total_mib.is_some_and(|m| m > 0.0), "{d:?}");
+    }
+    let devices = probe.sample().unwrap();
+    assert_eq!(devices.len(), info.devices.len());
+    for d in &devices {
+        let (used, total) = (d.mem_used_mib.unwrap(), d.mem_total_mib.unwrap());
+        assert!(used <= total, "{d:?}");
+        assert!(d.util_sm_pct.is_some_and(|u| (0.0..=100.0).contains(&u)), "{d:?}");
+    }
+    // Nothing of ours holds memory: it is "released" at once against what is used now.
+    let used_now = turnbench::metrics::gpu::memory_used_mib(&devices).unwrap();
+    assert!(wait_for_release(&probe, used_now, Duration::from_secs(2), Duration::from_millis(10)).released);
+    drop(probe);
+
+    let fx = Fixture::new();
+    let out = fx.run(None, &[]);
+    assert_success(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("GPU metrics unavailable"), "{stderr}");
+    let dir = fx.results();
+    let system = read_json(&dir.join("system.json"));
+    assert!(system["gpu"]["devices"][0]["name"].as_str().is_some_and(|n| !n.is_empty()), "{system}");
+    let timeline = std::fs::read_to_string(dir.join("timeline.csv")).unwrap();
+    assert!(timeline.contains(",gpu,mem_total_mib,gpu0,"), "{}", &timeline[..500.min(timeline.len())]);
+    assert_eq!(read_json(&dir.join("summary.json"))["resources"]["gpu_sampled"], true);
 }

@@ -70,6 +70,37 @@ async fn teardown_waits_for_memory_to_return_and_records_how_long() {
     let rows = m.sink.timeline().samples;
     let release = rows.iter().find(|s| s.metric == "gpu_release_ms").unwrap();
     assert_eq!(release.test, 3);
-    assert!((450.0..5000.0).contains(&release.value), "two 250 ms waits: {}", release.value);
+    // Two 250 ms waits at least (sleeps guarantee the floor; the probe's call count pins the rest).
+    assert!(release.value >= 450.0, "two 250 ms waits: {}", release.value);
     assert_eq!(release.value, waited);
+}
+
+#[tokio::test]
+async fn memory_that_never_returns_is_warned_about_after_the_timeout() {
+    // Before start: 1000 MiB; after teardown 9000 MiB for good (the last frame repeats).
+    let (m, _) = monitor(vec![frame(1000.0, &[]), frame(9000.0, &[])], false);
+    let m = m.with_release_timeout(Duration::from_millis(300));
+    let baseline = m.check_gpu(2, "server").await.unwrap();
+    let (waited, warning) = m.release_after_stop(2, baseline).await.unwrap();
+    assert!(waited >= 300.0, "gave up after the timeout, not before: {waited} ms");
+    let warning = warning.expect("a warning");
+    assert_eq!(
+        warning,
+        "warning: GPU memory not back to its baseline (1000 MiB) 300 ms after test 2's server stopped (now 9000 MiB)"
+    );
+    let rows = m.sink.timeline().samples;
+    let release: Vec<_> = rows.iter().filter(|s| s.metric == "gpu_release_ms").collect();
+    assert_eq!(release.len(), 1, "{rows:?}");
+    assert_eq!((release[0].test, release[0].value), (2, waited));
+    // Memory that does come back is not warned about.
+    let (m, _) = monitor(vec![frame(1000.0, &[]), frame(1000.0, &[])], false);
+    let m = m.with_release_timeout(Duration::from_millis(300));
+    let baseline = m.check_gpu(1, "server").await.unwrap();
+    assert_eq!(m.release_after_stop(1, baseline).await.unwrap().1, None);
+}
+
+#[test]
+fn the_release_warning_says_seconds_from_one_second_up() {
+    let w = turnbench::metrics::monitor::release_warning(1000.0, Duration::from_secs(60), 4, None);
+    assert_eq!(w, "warning: GPU memory not back to its baseline (1000 MiB) 60 s after test 4's server stopped (now ? MiB)");
 }

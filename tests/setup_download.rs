@@ -129,12 +129,11 @@ async fn missing_file_is_a_clear_404() {
 async fn gated_repo_401_without_token_and_token_is_sent() {
     let (endpoint, hub) = start(Hub { files: tiny_files(), token: Some("hf_secret".into()), ..Default::default() }).await;
     let cache = tempfile::tempdir().unwrap();
-    if std::env::var_os("HF_TOKEN").is_none() {
-        let err = download(&hub_config(&endpoint, cache.path(), None), &request(&["*.json"]), None).await.unwrap_err();
-        let text = format!("{err:#}");
-        assert!(text.contains("401") && text.contains("HF_TOKEN"), "{text}");
-        assert_eq!(turnbench::core::error::exit_code(&err), 2);
-    }
+    // The config carries no token (HF_TOKEN in the environment is read only by HubConfig::from_env).
+    let err = download(&hub_config(&endpoint, cache.path(), None), &request(&["*.json"]), None).await.unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("401") && text.contains("HF_TOKEN"), "{text}");
+    assert_eq!(turnbench::core::error::exit_code(&err), 2);
 
     let err = download(&hub_config(&endpoint, cache.path(), Some("hf_wrong")), &request(&["*.json"]), None).await.unwrap_err();
     assert!(format!("{err:#}").contains("403"), "{err:#}");
@@ -233,6 +232,8 @@ async fn escaping_repo_ids_and_revisions_are_refused() {
         let req = DownloadRequest { repo: repo.into(), revision: revision.into(), include: vec![], offline: false };
         let err = download(&hf, &req, None).await.unwrap_err();
         assert_eq!(turnbench::core::error::exit_code(&err), 2, "{repo}@{revision}: {err:#}");
+        let says = if repo == REPO { "would escape the cache folder" } else { "is not a Hugging Face repo id" };
+        assert!(format!("{err:#}").contains(says), "{repo}@{revision}: {err:#}");
     }
 }
 

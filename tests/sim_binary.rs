@@ -3,16 +3,20 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
+mod common;
+use common::Guard;
+
 #[test]
 fn sim_binary_prints_url_serves_and_exits_cleanly_on_sigterm() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_turnbench"))
-        .args(["sim", "--port", "0", "--profile", "instant", "--model-name", "bin-model"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start turnbench sim");
+    // Guarded: a simulator serves until it is told to stop, so a failed assertion must kill it.
+    let mut child = Guard::spawn(
+        Command::new(env!("CARGO_BIN_EXE_turnbench"))
+            .args(["sim", "--port", "0", "--profile", "instant", "--model-name", "bin-model"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.child().stdout.take().unwrap()).read_line(&mut line).unwrap();
     let url = line.trim_end().to_string();
     assert!(url.starts_with("http://127.0.0.1:") && !url.ends_with(":0"), "{url:?}");
 
@@ -26,7 +30,7 @@ fn sim_binary_prints_url_serves_and_exits_cleanly_on_sigterm() {
 
     let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(killed.success());
-    let status = child.wait().unwrap();
+    let status = child.wait();
     assert_eq!(status.code(), Some(0), "{status:?}");
 }
 

@@ -71,6 +71,8 @@ fn completion_mode_without_a_template_is_a_usage_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--chat-template"));
     let out = run(&dir, &["--chat-template", "chatml"]);
     assert_eq!(out.status.code(), Some(2), "chat mode with --chat-template");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--chat-template applies to --prompt-mode completion only"), "{err}");
 }
 
 #[test]

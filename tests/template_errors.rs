@@ -1,7 +1,5 @@
 //! Bad templates fail with messages a person can act on.
 
-use std::time::Instant;
-
 use turnbench::template::{ChatTemplate, SpecialTokens};
 use turnbench::core::ChatMessage;
 
@@ -44,10 +42,9 @@ fn mistral_refuses_non_alternating_roles_with_its_message() {
 fn runaway_template_is_stopped_by_fuel() {
     let source = "{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}";
     let template = ChatTemplate::from_source("runaway.jinja", source, SpecialTokens::default()).unwrap();
-    let started = Instant::now();
+    // Stopped by fuel, says the error (10¹⁰ iterations would otherwise run for hours).
     let text = format!("{:#}", template.render(&user("hi"), true).unwrap_err());
     assert!(text.contains("fuel"), "{text}");
-    assert!(started.elapsed().as_secs() < 30, "took {:?}", started.elapsed());
 }
 
 #[test]

@@ -1,5 +1,7 @@
 //! Every built-in template renders every fixture byte for byte as Python transformers'
-//! `apply_chat_template` did (goldens made once by scripts/make-template-goldens.py; no Python here).
+//! `apply_chat_template` did (goldens made by scripts/make-template-goldens.py, which
+//! `scripts/test.sh --with-vllm` and CI run with `--check` against the vLLM venv's transformers;
+//! no Python here).
 
 use std::path::{Path, PathBuf};
 

@@ -1,7 +1,6 @@
 //! The real suite in `data/`: loads, has the promised shape, and spans every context class.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use turnbench::workload::select::SelectionFilter;
 use turnbench::workload::load::load_suite;
@@ -18,12 +17,9 @@ fn args() -> SelectionFilter {
 }
 
 #[tokio::test]
-async fn real_suite_loads_quickly_and_spans_every_context_class() {
-    let start = Instant::now();
+async fn real_suite_loads_and_spans_every_context_class() {
+    // How fast it loads is `cargo bench --bench load_suite`'s business, not a test's.
     let suite = load_suite(&data("conversations.json"), &data("rag_data.json")).expect("suite loads");
-    let load_time = start.elapsed();
-    eprintln!("load_suite took {load_time:?}");
-    assert!(load_time.as_secs_f64() < 1.0, "loading took {load_time:?}");
 
     assert!(suite.conversations.len() >= 14, "{} conversations", suite.conversations.len());
     for tag in ["qa", "code", "technical", "long", "ultra", "rag"] {

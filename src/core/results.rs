@@ -105,6 +105,10 @@ pub struct TestRun {
     pub cache_reset_verified: Option<bool>,
     /// The server's log, relative to the results folder.
     pub server_log: Option<String>,
+    /// The managed server's process group (its leader is the process turnbench started), to
+    /// check afterwards that nothing of it is left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_pgid: Option<u32>,
     /// After the server's teardown: until GPU memory was back near its pre-start level (GPU
     /// hygiene; absent without a GPU probe).
     #[serde(default, skip_serializing_if = "Option::is_none")]

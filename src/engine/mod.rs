@@ -184,8 +184,11 @@ impl Engine {
                     env.push(("VLLM_SERVER_DEV_MODE".into(), "1".into()));
                 }
                 let mut last_error = None;
+                let mut tried: Vec<u16> = Vec::new();
                 for _ in 0..PORT_ATTEMPTS {
-                    let port = supervisor::free_port()?;
+                    // A retry is on another port: the kernel may hand the same free one back.
+                    let port = fresh_port(&tried)?;
+                    tried.push(port);
                     let spec = LaunchSpec {
                         command: self.command_on(port, seed).expect("managed engine"),
                         env: env.clone(),
@@ -206,6 +209,18 @@ impl Engine {
             }
         }
     }
+}
+
+/// A free port not in `tried` (the last one drawn if 100 draws give nothing new).
+fn fresh_port(tried: &[u16]) -> Result<u16> {
+    let mut port = supervisor::free_port()?;
+    for _ in 0..100 {
+        if !tried.contains(&port) {
+            break;
+        }
+        port = supervisor::free_port()?;
+    }
+    Ok(port)
 }
 
 /// A fresh random API key: a managed server answers only turnbench.

@@ -31,6 +31,8 @@ pub struct Monitor {
     allow_busy_gpu: bool,
     http: reqwest::Client,
     api_key: Option<String>,
+    /// How long teardown waits for GPU memory to come back ([`RELEASE_TIMEOUT`]).
+    release_timeout: Duration,
 }
 
 /// What hygiene saw before a managed server started.
@@ -63,7 +65,22 @@ impl Monitor {
         http: reqwest::Client,
         api_key: Option<String>,
     ) -> Self {
-        Self { sink: TimelineSink::memory(), gpu, gpu_unavailable, interval, clock, allow_busy_gpu, http, api_key }
+        Self {
+            sink: TimelineSink::memory(),
+            gpu,
+            gpu_unavailable,
+            interval,
+            clock,
+            allow_busy_gpu,
+            http,
+            api_key,
+            release_timeout: RELEASE_TIMEOUT,
+        }
+    }
+
+    /// The same monitor, waiting at most `timeout` for GPU memory after a teardown.
+    pub fn with_release_timeout(self, timeout: Duration) -> Self {
+        Self { release_timeout: timeout, ..self }
     }
 
     pub fn gpu_info(&self) -> std::result::Result<GpuInfo, String> {
@@ -146,21 +163,27 @@ impl Monitor {
     /// GPU hygiene after teardown: waits until memory is back near `baseline` and records how
     /// long that took (`hygiene,gpu_release_ms`); returns it in milliseconds.
     pub async fn after_stop(&self, test: u32, baseline: Baseline) -> Option<f64> {
+        let (ms, warning) = self.release_after_stop(test, baseline).await?;
+        if let Some(w) = warning {
+            eprintln!("{w}");
+        }
+        Some(ms)
+    }
+
+    /// [`after_stop`](Self::after_stop) without the printing: the milliseconds waited, and the
+    /// warning when memory did not come back in time.
+    pub async fn release_after_stop(&self, test: u32, baseline: Baseline) -> Option<(f64, Option<String>)> {
         let (Some(probe), Some(base)) = (self.gpu.clone(), baseline.memory_used_mib) else { return None };
         let started = Instant::now();
-        let release =
-            tokio::task::spawn_blocking(move || wait_for_release(probe.as_ref(), base, RELEASE_TIMEOUT, RELEASE_POLL)).await.ok()?;
+        let timeout = self.release_timeout;
+        let release = tokio::task::spawn_blocking(move || wait_for_release(probe.as_ref(), base, timeout, RELEASE_POLL.min(timeout)))
+            .await
+            .ok()?;
         let t = self.clock.now_ms();
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         self.sink.push(vec![Sample::new(t, test, source::HYGIENE, metric::GPU_RELEASE_MS, "", ms)]);
-        if !release.released {
-            eprintln!(
-                "warning: GPU memory not back to its baseline ({base:.0} MiB) {:.0} s after test {test}'s server stopped (now {} MiB)",
-                RELEASE_TIMEOUT.as_secs_f64(),
-                release.last_used_mib.map(|m| format!("{m:.0}")).unwrap_or_else(|| "?".into())
-            );
-        }
-        Some(ms)
+        let warning = (!release.released).then(|| release_warning(base, timeout, test, release.last_used_mib));
+        Some((ms, warning))
     }
 
     /// Rewrites `timeline.csv` atomically, sorted.
@@ -170,6 +193,19 @@ impl Monitor {
         }
         self.sink.finish(dir).map(|_| ())
     }
+}
+
+/// What teardown says when GPU memory is not back near its baseline `base` within `timeout`.
+pub fn release_warning(base: f64, timeout: Duration, test: u32, last_used_mib: Option<f64>) -> String {
+    let waited = if timeout >= Duration::from_secs(1) {
+        format!("{:.0} s", timeout.as_secs_f64())
+    } else {
+        format!("{} ms", timeout.as_millis())
+    };
+    format!(
+        "warning: GPU memory not back to its baseline ({base:.0} MiB) {waited} after test {test}'s server stopped (now {} MiB)",
+        last_used_mib.map(|m| format!("{m:.0}")).unwrap_or_else(|| "?".into())
+    )
 }
 
 /// turnbench and its descendants.

@@ -73,6 +73,11 @@ impl HostSampler {
 
     /// One tick's rows.
     pub fn sample(&mut self, t_ms: f64, test: u32) -> Vec<Sample> {
+        self.sample_at(Instant::now(), t_ms, test)
+    }
+
+    /// One tick's rows, taken at `now` (the end of the engine's CPU window; tests pass their own).
+    pub(crate) fn sample_at(&mut self, now: Instant, t_ms: f64, test: u32) -> Vec<Sample> {
         let mut out = Vec::new();
         if self.system {
             self.sys.refresh_cpu_usage();
@@ -91,12 +96,12 @@ impl HostSampler {
             }
         }
         if let Some(root) = self.root {
-            out.extend(self.sample_tree(root, t_ms, test));
+            out.extend(self.sample_tree(root, now, t_ms, test));
         }
         out
     }
 
-    fn sample_tree(&mut self, root: Pid, t_ms: f64, test: u32) -> Vec<Sample> {
+    fn sample_tree(&mut self, root: Pid, now: Instant, t_ms: f64, test: u32) -> Vec<Sample> {
         if self.last_scan.is_none_or(|t| t.elapsed() >= RESCAN) {
             self.rescan(root);
         }
@@ -106,7 +111,6 @@ impl HostSampler {
             true,
             ProcessRefreshKind::nothing().with_cpu().with_memory(),
         );
-        let now = Instant::now();
         let mut cpu_ms = HashMap::new();
         let (mut rss, mut threads, mut count) = (0u64, 0u64, 0u64);
         for pid in &self.tree {
@@ -205,16 +209,17 @@ mod tests {
     #[test]
     fn system_rows_and_own_tree() {
         let mut s = HostSampler::new(Some(std::process::id())).unwrap();
-        let first = s.sample(0.0, 1);
+        // The engine CPU window's ends are given, not slept for: a stalled machine cannot
+        // stretch 30 ms into 100.
+        let t0 = Instant::now();
+        let first = s.sample_at(t0, 0.0, 1);
         assert!(!first.iter().any(|r| r.metric == "cpu_pct"), "no CPU % before an interval has passed");
         assert!(first.iter().any(|r| r.source == "system" && r.metric == "mem_used_mib"));
         assert!(first.iter().any(|r| r.source == "engine" && r.metric == "rss_mib" && r.value > 1.0));
         assert!(s.engine_pids().contains(&std::process::id()));
-        std::thread::sleep(Duration::from_millis(30));
-        let early = s.sample(30.0, 1);
+        let early = s.sample_at(t0 + Duration::from_millis(30), 30.0, 1);
         assert!(!early.iter().any(|r| r.source == "engine" && r.metric == "cpu_pct"), "window too short for CPU time");
-        std::thread::sleep(Duration::from_millis(90));
-        let second = s.sample(120.0, 1);
+        let second = s.sample_at(t0 + Duration::from_millis(120), 120.0, 1);
         assert!(second.iter().any(|r| r.source == "engine" && r.metric == "cpu_pct"));
         assert!(second.iter().any(|r| r.source == "system" && r.metric == "cpu_pct" && r.device == "cpu0"));
         let threads = second.iter().find(|r| r.metric == "threads").unwrap().value;

@@ -128,6 +128,8 @@ impl<'a> Servers<'a> {
             run.time_to_ready_ms = Some(guard.time_to_ready.as_secs_f64() * 1000.0);
             let file = guard.log_path.file_name().unwrap_or_default().to_string_lossy();
             run.server_log = Some(format!("engine/{file}"));
+            // Started in a group of its own (the supervisor's `process_group(0)`): pgid = pid.
+            run.server_pgid = Some(guard.pid());
         }
         let target = started.target.clone();
         self.current = Some(started);

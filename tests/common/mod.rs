@@ -10,6 +10,97 @@ use serde_json::{json, Value};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_turnbench");
 
+/// `turnbench` with this test's own state dir under `tmp` (so server groups it records, and the
+/// stale ones it reaps, are this test's alone) and none of the developer's TURNBENCH_* knobs.
+pub fn turnbench(tmp: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    isolate(&mut cmd, tmp);
+    cmd
+}
+
+/// Points `cmd` at a state dir under `tmp` and drops the environment knobs a developer's shell
+/// may carry into a test run (an API key would be sent everywhere; a GPU script would fake GPUs).
+pub fn isolate(cmd: &mut Command, tmp: &Path) {
+    cmd.env("TURNBENCH_STATE_DIR", tmp.join("state"))
+        .env_remove("TURNBENCH_API_KEY")
+        .env_remove("TURNBENCH_GPU_SCRIPT");
+}
+
+/// A child killed (SIGKILL) and reaped when dropped, unless already waited for: a failed assertion
+/// must not leave a turnbench (or a simulator) running after the test.
+pub struct Guard(Option<std::process::Child>);
+
+impl Guard {
+    pub fn spawn(cmd: &mut Command) -> Self {
+        Self(Some(cmd.spawn().expect("spawn")))
+    }
+
+    pub fn child(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().unwrap()
+    }
+
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().unwrap().id()
+    }
+
+    pub fn wait_with_output(mut self) -> Output {
+        self.0.take().unwrap().wait_with_output().unwrap()
+    }
+
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child().wait().unwrap()
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Polls `f` every 20 ms until it returns `Some`; panics with `what` after `within`.
+pub fn wait_until<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The process groups turnbench recorded (and has not yet removed) in the state dir under `tmp`
+/// (see `turnbench`): `state/servers/<pgid>.json`.
+pub fn recorded_groups(tmp: &Path) -> Vec<i32> {
+    std::fs::read_dir(tmp.join("state").join("servers"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter_map(|e| serde_json::from_str::<Value>(&std::fs::read_to_string(e.path()).ok()?).ok())
+        .filter_map(|v| v["pgid"].as_i64())
+        .map(|p| p as i32)
+        .collect()
+}
+
+/// Live (non-zombie) members of process group `pgid`, from /proc/*/stat.
+pub fn group_members(pgid: i32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            (rest[0] != "Z" && rest[2].parse::<i32>().ok()? == pgid).then_some(pid)
+        })
+        .collect()
+}
+
 pub struct Suite {
     dir: tempfile::TempDir,
 }
@@ -25,13 +116,18 @@ impl Suite {
         Self { dir }
     }
 
+    /// The temporary folder itself (its `state/` is the state dir of every command from `command`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
     /// `turnbench run` on this suite, results under `results/`, then `extra`.
     pub fn command(&self, extra: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = turnbench(self.dir.path());
         cmd.arg("run")
             .arg("--data")
             .arg(self.path("conversations.json"))
