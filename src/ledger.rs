@@ -253,4 +253,55 @@ mod tests {
         assert_eq!(classify(&TurnFacts { observed: None, ..facts(0, 96) }), None);
         assert_eq!(classify(&TurnFacts { expectation: None, ..facts(0, 96) }), None);
     }
+
+    /// Each boundary of the classification, on both of its sides (found by `cargo mutants`: no
+    /// test pinned an edge).
+    #[test]
+    fn every_threshold_is_pinned_on_both_sides() {
+        let with_predicted = |observed, expected, p| TurnFacts {
+            expectation: Some(Expectation { expected, predicted: Some(p) }),
+            ..facts(observed, expected)
+        };
+        // Capacity: the model predicts less than ideal, and the server got no more than a block over it.
+        assert_eq!(classify(&with_predicted(48, 96, 32)), Some(ReuseFlag::CapacityEviction), "observed = predicted + block");
+        assert_eq!(classify(&with_predicted(49, 96, 32)), Some(ReuseFlag::Unexplained), "a token past predicted + block");
+        assert_eq!(classify(&with_predicted(0, 96, 96)), Some(ReuseFlag::Unexplained), "predicted = expected: no eviction foreseen");
+        assert_eq!(classify(&with_predicted(90, 96, 96)), Some(ReuseFlag::BlockRounding), "within a block of predicted, but predicted = expected");
+        // Block rounding: less than one block short, not a whole block.
+        assert_eq!(classify(&facts(81, 96)), Some(ReuseFlag::BlockRounding));
+        assert_eq!(classify(&facts(80, 96)), Some(ReuseFlag::Unexplained), "exactly a block short");
+        // Against the conversation: the expectation a whole block short of what the previous
+        // turn left (potential 96) is flagged; within a block of it is not.
+        let continuing = |expected, common| TurnFacts {
+            previous: Some(PreviousTurn { prompt_tokens: 80, computed_tokens: 100, common }),
+            ..facts(expected, expected)
+        };
+        assert_eq!(classify(&continuing(96, 100)), None);
+        assert_eq!(classify(&continuing(81, 100)), None, "expected + block > potential");
+        assert_eq!(classify(&continuing(80, 100)), Some(ReuseFlag::AnswerRetokenized), "expected + block = potential");
+        assert_eq!(classify(&continuing(64, 80)), Some(ReuseFlag::AnswerRetokenized), "common = the whole previous prompt");
+        assert_eq!(classify(&continuing(64, 79)), Some(ReuseFlag::DivergentPrompt), "common stops inside the previous prompt");
+    }
+
+    #[test]
+    fn the_previous_turn_counts_its_prompt_answer_and_common_prefix() {
+        let prompt = seq(0..40);
+        let output = seq(100..120);
+        let mut current = prompt.clone();
+        current.extend(&output);
+        current.extend(200..210);
+        let p = PreviousTurn::of(&current, &prompt, &output);
+        assert_eq!(p, PreviousTurn { prompt_tokens: 40, computed_tokens: 59, common: 60 });
+        // Diverging inside the answer: the prompt plus the answer's first 5 tokens.
+        let mut retokenized = prompt.clone();
+        retokenized.extend(100..105);
+        retokenized.push(7777);
+        assert_eq!(PreviousTurn::of(&retokenized, &prompt, &output).common, 45);
+        // Diverging inside the prompt: the answer does not count.
+        let mut divergent = seq(0..30);
+        divergent.extend(100..120);
+        assert_eq!(PreviousTurn::of(&divergent, &prompt, &output).common, 30);
+        assert_eq!(Ledger::new(16, None).block_size(), 16);
+        assert_eq!(Ledger::new(0, None).block_size(), 1, "a zero block size is one token");
+    }
 }

@@ -77,3 +77,16 @@ impl Stats {
 pub fn p50(values: impl IntoIterator<Item = f64>) -> Option<f64> {
     percentile_sorted(&sorted_finite(values), 50.0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_deviation_is_the_sample_one_from_two_values_on() {
+        assert_eq!(std_dev(&[]), None);
+        assert_eq!(std_dev(&[5.0]), Some(0.0));
+        assert_eq!(std_dev(&[1.0, 3.0]), Some(2f64.sqrt()));
+        assert!((std_dev(&[2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]).unwrap() - 2.138_089_935).abs() < 1e-9);
+    }
+}
