@@ -56,8 +56,11 @@ fn a_level_the_server_limits_is_not_flagged() {
     let ceiling = manifest["client_calibration"]["requests_per_s"].as_f64().unwrap();
     let level = &summary["load"]["levels"][0];
     assert!(level["request_rate"].as_f64().unwrap() < 0.5 * ceiling, "{level} vs ceiling {ceiling}");
-    assert!(level.get("client_bound").is_none(), "{level}");
-    assert!(!reports.contains("Client-bound"));
+    // Only the rates are compared with the ceiling here: on a machine saturated by something
+    // else, the schedule-lag reason may rightly appear (the client did send late).
+    let why: Vec<&str> = level["client_bound"].as_array().map_or(vec![], |a| a.iter().filter_map(|w| w.as_str()).collect());
+    assert!(why.iter().all(|w| !w.contains("ceiling")), "{why:?}");
+    assert!(!reports.contains("client's measured ceiling"), "a report blames the ceiling");
 }
 
 #[test]
