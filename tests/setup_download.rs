@@ -263,11 +263,12 @@ async fn an_interrupted_file_resumes_from_its_last_complete_chunk() {
     download(&hf, &request(&["*.safetensors"]), None).await.unwrap_err();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let served_first = hub.lock().unwrap().bytes_served.get("model.safetensors").copied().unwrap_or(0);
-    download(&hf, &request(&["*.safetensors"]), None).await.unwrap();
+    let done = download(&hf, &request(&["*.safetensors"]), None).await.unwrap();
     let weights = tiny_files().remove("model.safetensors").unwrap();
     let snapshot = cache.path().join("models--tiny-org--tiny-model/snapshots").join(COMMIT);
     assert_eq!(std::fs::read(snapshot.join("model.safetensors")).unwrap(), weights);
     let served_again = hub.lock().unwrap().bytes_served["model.safetensors"] - served_first;
+    assert_eq!(done.fetched_bytes, served_again, "fetched_bytes counts what this run transferred, not what it resumed from");
     assert!(
         served_again < weights.len() as u64 && served_again >= 1 << 20,
         "the second run fetched {served_again} of {} bytes: it should resume, not restart",

@@ -99,17 +99,25 @@ struct FileProgress {
     total: u64,
     observer: Arc<dyn DownloadObserver>,
     transferred: Arc<Transferred>,
+    /// Bytes a resumed file already had (hf-hub reports them as the first update after `init`,
+    /// before it clones the progress for its chunks).
+    already: Option<u64>,
 }
 
 impl Progress for FileProgress {
     async fn init(&mut self, size: usize, _filename: &str) {
         self.total = size as u64;
+        self.already = None;
         self.observer.file(&self.name, 0, self.total, false);
     }
     async fn update(&mut self, size: usize) {
-        // hf-hub reports the bytes a resumed file already has as its first update: they were
-        // not transferred now, but they are done.
-        let done = self.transferred.add(&self.name, size as u64);
+        let Some(already) = self.already else {
+            // The bytes a resumed file already has: done, but not transferred by this call.
+            self.already = Some(size as u64);
+            self.observer.file(&self.name, (size as u64).min(self.total), self.total, false);
+            return;
+        };
+        let done = already + self.transferred.add(&self.name, size as u64);
         self.observer.file(&self.name, done.min(self.total), self.total, false);
     }
     async fn finish(&mut self) {
@@ -263,6 +271,7 @@ pub async fn download(
             total: f.size,
             observer: observer.clone(),
             transferred: transferred.clone(),
+            already: None,
         };
         fetch_with_retries(hub, request, &repo, &snapshot, f, progress).await.with_context(|| {
             format!("downloading {}@{}; run the same command again to complete it", request.repo, request.revision)
