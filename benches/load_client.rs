@@ -17,7 +17,6 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
 use turnbench::analysis::{percentile_sorted, sorted_finite};
 use turnbench::client::{Client, ClientConfig, RunClock};
 use turnbench::core::record::{RecordSink, Recorder, TurnRecord};
@@ -135,13 +134,7 @@ fn main() {
             let ctx = LoadContext {
                 client: client.clone(),
                 server: server.clone().into(),
-                settings: ReplaySettings {
-                    think_time: Duration::ZERO,
-                    metrics_deltas: false,
-                    stop: CancellationToken::new(),
-                    abort: CancellationToken::new(),
-                    health: None,
-                },
+                settings: ReplaySettings::standalone(),
                 recorder: recorder.clone(),
                 test: 1,
                 pool: Arc::new(pool.clone()),

@@ -146,6 +146,21 @@ pub struct ReplaySettings {
     pub health: Option<Arc<ServerHealth>>,
 }
 
+impl ReplaySettings {
+    /// A many-user level run on its own (the client's calibration, benches, tests): no think
+    /// time, no per-turn `/metrics` scrapes, its own stop and abort tokens, nobody watching the
+    /// server's health.
+    pub fn standalone() -> Self {
+        ReplaySettings {
+            think_time: Duration::ZERO,
+            metrics_deltas: false,
+            stop: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            health: None,
+        }
+    }
+}
+
 /// After this many requests in a row could not connect, the server is taken for dead.
 pub const DEAD_AFTER_CONNECT_FAILURES: usize = 20;
 

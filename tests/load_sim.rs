@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use clap::Parser;
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 use turnbench::cli::Cli;
 use turnbench::client::{Client, ClientConfig, RunClock};
 use turnbench::analysis::load::max_in_flight;
@@ -47,13 +46,7 @@ async fn setup(config: SimConfig, rounds: usize, answer_tokens: u32) -> Setup {
     let ctx = LoadContext {
         client,
         server: server.into(),
-        settings: ReplaySettings {
-            think_time: Duration::ZERO,
-            metrics_deltas: false,
-            stop: CancellationToken::new(),
-            abort: CancellationToken::new(),
-            health: None,
-        },
+        settings: ReplaySettings::standalone(),
         recorder,
         test: 1,
         pool: Arc::new(pool),

@@ -18,6 +18,11 @@ fn hub_config(endpoint: &str, cache: &Path, token: Option<&str>) -> HubConfig {
     }
 }
 
+/// Where the tiny repo's snapshot lands in `cache` (Python huggingface_hub's layout).
+fn snapshot_in(cache: &Path) -> std::path::PathBuf {
+    cache.join("models--tiny-org--tiny-model/snapshots").join(COMMIT)
+}
+
 fn request(include: &[&str]) -> DownloadRequest {
     DownloadRequest {
         repo: REPO.into(),
@@ -35,7 +40,7 @@ async fn full_snapshot_then_second_run_fetches_nothing() {
     let first = download(&hf, &request(&["*.json", "*.safetensors"]), None).await.unwrap();
     assert_eq!(first.files, 3);
     assert_eq!(first.fetched_files, 3);
-    let snapshot = cache.path().join("models--tiny-org--tiny-model/snapshots").join(COMMIT);
+    let snapshot = snapshot_in(cache.path());
     assert_eq!(first.snapshot, snapshot);
     for (name, body) in tiny_files() {
         let path = snapshot.join(&name);
@@ -158,7 +163,7 @@ async fn interrupted_transfer_completes_on_rerun() {
     let err = download(&hf, &request(&["*.json", "*.safetensors"]), None).await.unwrap_err();
     let text = format!("{err:#}");
     assert!(text.contains("run the same command again"), "{text}");
-    let snapshot = cache.path().join("models--tiny-org--tiny-model/snapshots").join(COMMIT);
+    let snapshot = snapshot_in(cache.path());
     assert!(!snapshot.join("model.safetensors").exists(), "a cut file must not look complete");
 
     // Downloads run in parallel and hf-hub's transfers can outlive the error it returns: wait
@@ -204,7 +209,7 @@ async fn a_cached_file_cut_short_is_fetched_again() {
     let hf = hub_config(&endpoint, cache.path(), None);
     download(&hf, &request(&["*.safetensors"]), None).await.unwrap();
     // Simulate a truncated blob (e.g. a crash of another tool between write and fsync).
-    let link = cache.path().join("models--tiny-org--tiny-model/snapshots").join(COMMIT).join("model.safetensors");
+    let link = snapshot_in(cache.path()).join("model.safetensors");
     let blob = std::fs::canonicalize(&link).unwrap();
     let full = std::fs::read(&blob).unwrap();
     std::fs::write(&blob, &full[..1000]).unwrap();
@@ -265,7 +270,7 @@ async fn an_interrupted_file_resumes_from_its_last_complete_chunk() {
     let served_first = hub.lock().unwrap().bytes_served.get("model.safetensors").copied().unwrap_or(0);
     let done = download(&hf, &request(&["*.safetensors"]), None).await.unwrap();
     let weights = tiny_files().remove("model.safetensors").unwrap();
-    let snapshot = cache.path().join("models--tiny-org--tiny-model/snapshots").join(COMMIT);
+    let snapshot = snapshot_in(cache.path());
     assert_eq!(std::fs::read(snapshot.join("model.safetensors")).unwrap(), weights);
     let served_again = hub.lock().unwrap().bytes_served["model.safetensors"] - served_first;
     assert_eq!(done.fetched_bytes, served_again, "fetched_bytes counts what this run transferred, not what it resumed from");
@@ -289,7 +294,7 @@ async fn a_cut_transfer_is_retried_within_one_run() {
     let done = download(&hf, &request(&["*.safetensors"]), None).await.unwrap();
     assert_eq!(done.files, 1);
     assert!(hub.lock().unwrap().cut_first_get_of.is_none(), "the transfer was never cut");
-    let snapshot = cache.path().join("models--tiny-org--tiny-model/snapshots").join(COMMIT);
+    let snapshot = snapshot_in(cache.path());
     assert_eq!(std::fs::read(snapshot.join("model.safetensors")).unwrap(), tiny_files().remove("model.safetensors").unwrap());
 }
 

@@ -255,6 +255,7 @@ pub fn level_summary(records: &[TurnRecord], w: &LevelWindow, s: &LoadSettings) 
     .into_iter()
     .flatten()
     .collect();
+    let queue = sorted_finite(measured.iter().map(|r| r.derived.queue_ms));
     LevelSummary {
         label: w.label.clone(),
         target_qps: w.target_qps,
@@ -272,11 +273,11 @@ pub fn level_summary(records: &[TurnRecord], w: &LevelWindow, s: &LoadSettings) 
         ttft_ms: percentiles(ok.iter().filter_map(|r| r.derived.ttft_ms), ps),
         e2e_ms: percentiles(ok.iter().map(|r| r.derived.e2e_ms), ps),
         latency_from_schedule_ms: percentiles(ok.iter().map(|r| r.derived.latency_from_schedule_ms), ps),
-        queue_ms: percentiles(measured.iter().map(|r| r.derived.queue_ms), ps),
+        queue_ms: ps.iter().filter_map(|&p| percentile_sorted(&queue, p).map(|value| Percentile { p, value })).collect(),
         output_tps: percentiles(ok.iter().filter_map(|r| r.derived.output_tps), ps),
         errors,
         statistics,
-        queue_p99_ms: percentile_sorted(&sorted_finite(measured.iter().map(|r| r.derived.queue_ms)), 99.0),
+        queue_p99_ms: percentile_sorted(&queue, 99.0),
         client_bound: Vec::new(),
     }
 }

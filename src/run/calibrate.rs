@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tokio_util::sync::CancellationToken;
 
 use crate::client::api::ServerInfo;
 use crate::client::{Client, ClientConfig, RunClock};
@@ -54,13 +53,7 @@ pub async fn measure(config: &ClientConfig, seconds: f64) -> Result<ClientCalibr
     let ctx = LoadContext {
         client,
         server: info.into(),
-        settings: ReplaySettings {
-            think_time: Duration::ZERO,
-            metrics_deltas: false,
-            stop: CancellationToken::new(),
-            abort: CancellationToken::new(),
-            health: None,
-        },
+        settings: ReplaySettings::standalone(),
         recorder: recorder.clone(),
         test: 0,
         pool: Arc::new(pool),
