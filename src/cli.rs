@@ -24,6 +24,9 @@ pub enum Command {
     Run(RunArgs),
     /// Rebuild every report of a results folder from its turns.jsonl, or compare two runs.
     Report(ReportArgs),
+    /// Join the shard folders of one `run --shard I/N` run into one results folder, every report
+    /// built from the merged raw records (percentiles exact, never averaged).
+    Merge(MergeArgs),
     /// Serve a vLLM-compatible simulator (OpenAI API, /metrics, prefix cache, latency model).
     Sim(SimArgs),
     /// Download a model into the Hugging Face cache (the one Python's huggingface_hub uses).
@@ -42,6 +45,17 @@ pub struct CompletionsArgs {
     /// The shell to complete for.
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Shard folders, or folders holding them (e.g. <--results-dir>/<run-id>): every shard of
+    /// the run must be there, once.
+    #[arg(required = true, value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+    /// Folder to write the merged results into (created; must not exist yet).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -180,6 +194,34 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub load: LoadArgs,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// Many client processes acting as one benchmark, and servers behind a router.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Shards and clusters")]
+pub struct ClusterArgs {
+    /// Run share I of N (1-based) of a run split over N client processes: every Nth conversation
+    /// of the selection (suite), or 1/N of the clients and of each rate with its own seeded
+    /// streams (many users). `job/N` takes I from JOB_COMPLETION_INDEX + 1 (a Kubernetes Indexed
+    /// Job). Results go to <--results-dir>/<--run-id>/shard-I-of-N; `turnbench merge` joins them.
+    #[arg(long, value_name = "I/N", env = "TURNBENCH_SHARD")]
+    pub shard: Option<String>,
+    /// The id every shard of one run shares (letters, digits, `.`, `_`, `-`; required with --shard).
+    #[arg(long, value_name = "ID", env = "TURNBENCH_RUN_ID")]
+    pub run_id: Option<String>,
+    /// Wall-clock time (RFC 3339, e.g. 2026-12-02T10:00:00Z) at which the first measured request
+    /// goes out, after the server is up: shards started apart begin together. A time more than
+    /// a few seconds past is refused.
+    #[arg(long, value_name = "TIME", env = "TURNBENCH_START_AT")]
+    pub start_at: Option<String>,
+    /// A replica's Prometheus /metrics URL, repeatable, when --endpoint is a router in front of
+    /// several servers: the reports then show prefix-cache hits, KV usage, queue and preemptions
+    /// per replica (and per level), and what the routing lost against one shared cache.
+    #[arg(long = "metrics-url", value_name = "URL")]
+    pub metrics_urls: Vec<String>,
 }
 
 /// Who turns messages into the prompt string.

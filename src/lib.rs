@@ -14,6 +14,7 @@ pub mod commands;
 pub mod core;
 pub mod engine;
 pub mod ledger;
+pub mod merge;
 pub mod metrics;
 pub mod hub;
 pub mod plan;

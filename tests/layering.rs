@@ -25,7 +25,7 @@ const LAYERS: &[&[&str]] = &[
     &["report"],
     &["cli"],
     &["plan"],
-    &["run"],
+    &["run", "merge"],
     &["commands"],
 ];
 

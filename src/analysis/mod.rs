@@ -25,6 +25,7 @@ use crate::core::results::Manifest;
 use crate::core::timeline::Timeline;
 
 pub mod ab;
+pub mod cluster;
 pub mod load;
 pub mod resources;
 pub mod stats;
@@ -60,6 +61,16 @@ pub struct Summary {
     /// `--ab prefix-caching` runs only: TTFT with caching on and off, same prompts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ab: Option<ab::AbSummary>,
+    /// Each replica behind the endpoint (`--metrics-url`, or the `engine` labels of its
+    /// `/metrics`): prefix-cache hits, KV usage, queue, preemptions, over the run and per level.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<cluster::ReplicaSummary>,
+    /// With replicas: their sum against the server's total and one ideal shared cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<cluster::RoutingSummary>,
+    /// A merged run (`turnbench merge`): each shard's client health.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<cluster::ShardHealth>,
 }
 
 /// What the run was, copied from the manifest.
@@ -324,6 +335,9 @@ pub fn summarize_run(
         success_pct: success_pct(ok.len(), measured.len()),
     };
 
+    let cache = cache_totals(&ok);
+    let replicas = timeline.map(|t| cluster::replicas(t, manifest)).unwrap_or_default();
+    let routing = timeline.and_then(|t| cluster::routing(&replicas, t, &cache));
     Summary {
         schema_version: SUMMARY_SCHEMA_VERSION,
         run: run_info(manifest, records),
@@ -334,11 +348,14 @@ pub fn summarize_run(
         by_turn: by_turn(&measured),
         by_tag: by_tag(&measured),
         by_rag_phase: by_rag_phase(&measured),
-        cache: cache_totals(&ok),
+        cache,
         conversations: conversations(&measured),
         resources: timeline.map(|t| resources::summarize_resources(records, t)),
         load: load::summarize_load(records, manifest),
         ab: arm_b.map(|b| ab::compare_arms(records, b.records, ab::ARMS, b.identical_prompts)),
+        replicas,
+        routing,
+        shards: cluster::shards(records, manifest),
     }
 }
 

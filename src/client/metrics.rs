@@ -81,8 +81,36 @@ impl ServerSnapshot {
     /// Parses a Prometheus text exposition. Only the families turnbench reads are handed to the
     /// parser, so a quirk in any other family (servers expose hundreds) cannot hide these.
     pub fn parse(text: &str) -> Result<Self> {
+        Ok(Self::parse_by_engine(text)?.0)
+    }
+
+    /// The snapshot summed over every series, and one per value of the `engine` label when the
+    /// exposition has more than one (a vLLM with data parallelism, a simulated cluster).
+    pub fn parse_by_engine(text: &str) -> Result<(Self, Vec<(String, Self)>)> {
         let wanted = keep_families(text, &FAMILIES);
         let exposition = parse_prometheus(&wanted).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let mut engines = std::collections::BTreeSet::new();
+        for family in exposition.families.values() {
+            for sample in family.iter_samples() {
+                if let Some(e) = sample.get_labelset().ok().and_then(|l| l.get_label_value("engine").map(str::to_string)) {
+                    engines.insert(e);
+                }
+            }
+        }
+        let total = Self::from_exposition(&exposition, None)?;
+        let per_engine = if engines.len() > 1 {
+            engines.into_iter().map(|e| Ok((e.clone(), Self::from_exposition(&exposition, Some(&e))?))).collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        };
+        Ok((total, per_engine))
+    }
+
+    /// The snapshot of the series of one `engine` (all of them with `None`).
+    fn from_exposition(exposition: &openmetrics_parser::MetricsExposition<openmetrics_parser::PrometheusType, PrometheusValue>, engine: Option<&str>) -> Result<Self> {
+        let of_engine = |sample: &openmetrics_parser::PrometheusSample| -> bool {
+            engine.is_none_or(|e| sample.get_labelset().ok().is_some_and(|l| l.get_label_value("engine") == Some(e)))
+        };
         let sum = |name: &str| -> Option<f64> {
             // prometheus_client names a counter family either with or without `_total`.
             let family = exposition
@@ -90,7 +118,7 @@ impl ServerSnapshot {
                 .get(name)
                 .or_else(|| exposition.families.get(name.trim_end_matches("_total")))?;
             let mut total = None;
-            for sample in family.iter_samples() {
+            for sample in family.iter_samples().filter(|s| of_engine(s)) {
                 let v = match &sample.value {
                     PrometheusValue::Counter(c) => c.value.as_f64(),
                     PrometheusValue::Gauge(n) | PrometheusValue::Unknown(n) => n.as_f64(),
@@ -112,7 +140,7 @@ impl ServerSnapshot {
             ..Default::default()
         };
         if let Some(family) = exposition.families.get(CACHE_CONFIG_INFO) {
-            if let Some(sample) = family.iter_samples().next() {
+            if let Some(sample) = family.iter_samples().find(|s| of_engine(s)) {
                 let labels = sample.get_labelset().map_err(|e| anyhow::anyhow!("{e:?}"))?;
                 snapshot.block_size = labels.get_label_value("block_size").and_then(|v| v.parse().ok());
                 snapshot.prefix_caching = labels
@@ -147,15 +175,20 @@ impl ServerSnapshot {
 /// Scrapes `/metrics` of a server. Errors when the endpoint is missing or not Prometheus text.
 pub async fn scrape(http: &reqwest::Client, base_url: &str, api_key: Option<&str>) -> Result<ServerSnapshot> {
     let url = format!("{}/metrics", base_url.trim_end_matches('/'));
-    let req = super::authed(http.get(&url).timeout(SCRAPE_TIMEOUT), api_key);
+    let text = scrape_text(http, &url, api_key).await?;
+    ServerSnapshot::parse(&text).with_context(|| format!("GET {url}: not Prometheus text"))
+}
+
+/// The exposition text at `url` (a full `/metrics` URL), bounded in time and size.
+pub async fn scrape_text(http: &reqwest::Client, url: &str, api_key: Option<&str>) -> Result<String> {
+    let req = super::authed(http.get(url).timeout(SCRAPE_TIMEOUT), api_key);
     let resp = req.send().await.with_context(|| format!("GET {url}"))?;
     let status = resp.status();
     anyhow::ensure!(status.is_success(), "GET {url}: HTTP {status}");
     let bytes = super::read_body_limited(resp, super::MAX_SMALL_BODY_BYTES)
         .await
         .map_err(|e| anyhow::anyhow!("GET {url}: {e}"))?;
-    let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("GET {url}: not UTF-8 text"))?;
-    ServerSnapshot::parse(&text).with_context(|| format!("GET {url}: not Prometheus text"))
+    String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("GET {url}: not UTF-8 text"))
 }
 
 #[cfg(test)]
@@ -199,6 +232,27 @@ vllm:time_to_first_token_seconds_sum{engine="0",model_name="tiny"} 0.04
         assert_eq!(s.preemptions, None);
         let with = format!("{VLLM_TEXT}# TYPE vllm:num_preemptions_total counter\nvllm:num_preemptions_total{{engine=\"0\"}} 3.0\n");
         assert_eq!(ServerSnapshot::parse(&with).unwrap().preemptions, Some(3.0));
+    }
+
+    #[test]
+    fn engines_are_split_when_there_are_several() {
+        let two = VLLM_TEXT
+            .replace(
+                "vllm:prefix_cache_hits_total{engine=\"0\",model_name=\"tiny\"} 480.0\n",
+                "vllm:prefix_cache_hits_total{engine=\"0\",model_name=\"tiny\"} 480.0\nvllm:prefix_cache_hits_total{engine=\"1\",model_name=\"tiny\"} 20.0\n",
+            )
+            .replace(
+                "vllm:prefix_cache_queries_total{engine=\"0\",model_name=\"tiny\"} 589.0\n",
+                "vllm:prefix_cache_queries_total{engine=\"0\",model_name=\"tiny\"} 589.0\nvllm:prefix_cache_queries_total{engine=\"1\",model_name=\"tiny\"} 11.0\n",
+            );
+        let (total, engines) = ServerSnapshot::parse_by_engine(&two).unwrap();
+        assert_eq!(total.prefix_cache_hits, Some(500.0));
+        assert_eq!(engines.iter().map(|(e, _)| e.as_str()).collect::<Vec<_>>(), vec!["0", "1"]);
+        assert_eq!(engines[0].1.prefix_cache_hits, Some(480.0));
+        assert_eq!(engines[1].1.prefix_cache_queries, Some(11.0));
+        assert_eq!(engines[1].1.kv_cache_usage, None, "engine 1 reports no KV usage");
+        assert_eq!(engines[0].1.block_size, Some(32));
+        assert!(ServerSnapshot::parse_by_engine(VLLM_TEXT).unwrap().1.is_empty(), "one engine: no split");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The commands: each parses nothing and decides little; it turns its clap arguments into the
 //! layers' inputs and delegates (`run` → plan → driver; `report` → the writer).
 
+mod merge;
 mod report;
 mod shell;
 mod run;
@@ -22,6 +23,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(args) => run::run(args).await,
         Command::Report(args) => report::report(args),
+        Command::Merge(args) => merge::merge(args),
         Command::Sim(args) => sim::sim(args).await,
         Command::Setup(args) => setup::setup(args).await,
         Command::Template(args) => template::template(args),

@@ -158,6 +158,19 @@ pub struct Derived {
 }
 
 impl RequestTiming {
+    /// Moves every instant by `offset_ms` (onto another run clock).
+    pub fn shift(&mut self, offset_ms: f64) {
+        self.scheduled_ms += offset_ms;
+        self.sent_ms += offset_ms;
+        self.end_ms += offset_ms;
+        if let Some(t) = &mut self.first_token_ms {
+            *t += offset_ms;
+        }
+        for t in &mut self.content_chunk_ms {
+            *t += offset_ms;
+        }
+    }
+
     /// Inter-token latencies: the gaps between consecutive content chunks.
     pub fn itl_ms(&self) -> Vec<f64> {
         self.content_chunk_ms.windows(2).map(|w| w[1] - w[0]).collect()
@@ -265,6 +278,10 @@ pub struct TurnRecord {
     /// where the server applies its template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt: Option<RenderedPrompt>,
+    /// The shard (`--shard I/N`) that sent this request: set by `turnbench merge` in the merged
+    /// folder, absent elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<u32>,
 }
 
 /// What the machine did while one request was in flight (`sent_ms` … `end_ms`).

@@ -72,6 +72,66 @@ pub struct Manifest {
     /// loopback server (absent with `--calibrate-secs 0` and in folders of older versions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_calibration: Option<ClientCalibration>,
+    /// Wall-clock time (RFC 3339, ns) of the run clock's zero, the origin of every `*_ms` in the
+    /// records, windows and timeline (absent in folders of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_origin: Option<String>,
+    /// `--shard I/N`: which share of a sharded run this folder holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardInfo>,
+    /// A folder written by `turnbench merge`: the shards it was built from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_from: Vec<MergedShard>,
+}
+
+/// A shard of a run split over several client processes (`--shard I/N`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    /// 1-based.
+    pub index: u32,
+    pub count: u32,
+    /// `--run-id`: common to every shard of the run.
+    pub run_id: String,
+    /// SHA-256 of the settings every shard must share (all but the shard itself): shards of
+    /// different plans are never merged.
+    pub plan_hash: String,
+}
+
+impl ShardInfo {
+    /// Whether item `i` (0-based, in selection order) is this shard's: round-robin, so every
+    /// shard gets a like mix of short and long conversations.
+    pub fn owns(&self, i: usize) -> bool {
+        i % self.count as usize == (self.index - 1) as usize
+    }
+    /// This shard's part of `total` clients: an even split, the first `total % N` shards one more.
+    pub fn share(&self, total: usize) -> usize {
+        let n = self.count as usize;
+        total / n + usize::from(((self.index - 1) as usize) < total % n)
+    }
+    /// Folder name of this shard inside `<results-dir>/<run-id>/`.
+    pub fn dir_name(&self) -> String {
+        format!("shard-{}-of-{}", self.index, self.count)
+    }
+}
+
+/// One shard folder a merged folder was built from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MergedShard {
+    pub index: u32,
+    pub dir: String,
+    /// What was added to the shard's `*_ms` times to put them on the merged clock.
+    pub offset_ms: f64,
+    pub records: usize,
+    pub completed: bool,
+    /// The shard's machine CPU (mean and peak, percent of all cores) while it ran: a busy client
+    /// machine shapes its numbers.
+    #[serde(default)]
+    pub cpu_mean_pct: Option<f64>,
+    #[serde(default)]
+    pub cpu_max_pct: Option<f64>,
+    /// The shard's own measured client ceiling (requests/s).
+    #[serde(default)]
+    pub ceiling_requests_per_s: Option<f64>,
 }
 
 /// What this client can do on this machine when the server costs nothing: a closed loop of
@@ -114,6 +174,22 @@ pub struct TestRun {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_release_ms: Option<f64>,
     pub error: Option<String>,
+}
+
+/// Creates `base/<run-id>/shard-I-of-N` (`-2`, `-3`… when a retried shard finds its folder).
+pub fn create_shard_dir(base: &Path, shard: &ShardInfo) -> Result<PathBuf> {
+    let parent = base.join(&shard.run_id);
+    fs::create_dir_all(&parent).with_context(|| format!("cannot create results folder {}", parent.display()))?;
+    let name = shard.dir_name();
+    for n in 1.. {
+        let candidate = if n == 1 { parent.join(&name) } else { parent.join(format!("{name}-{n}")) };
+        match fs::create_dir(&candidate) {
+            Ok(()) => return Ok(candidate),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot create {}", candidate.display())),
+        }
+    }
+    unreachable!()
 }
 
 /// Creates `base/<timestamp>[_label]`, adding `-2`, `-3`… rather than ever reusing a folder.
@@ -177,6 +253,22 @@ mod tests {
         let b = create_run_dir(tmp.path(), Some("x y")).unwrap();
         assert_ne!(a, b);
         assert!(a.file_name().unwrap().to_str().unwrap().ends_with("_x-y"));
+    }
+
+    #[test]
+    fn shards_split_disjointly_and_evenly() {
+        let shards: Vec<ShardInfo> =
+            (1..=3).map(|index| ShardInfo { index, count: 3, run_id: "r".into(), plan_hash: String::new() }).collect();
+        for i in 0..10 {
+            assert_eq!(shards.iter().filter(|s| s.owns(i)).count(), 1, "item {i} has exactly one owner");
+        }
+        assert_eq!(shards.iter().map(|s| s.share(10)).collect::<Vec<_>>(), vec![4, 3, 3]);
+        assert_eq!(shards.iter().map(|s| s.share(2)).collect::<Vec<_>>(), vec![1, 1, 0]);
+        let tmp = tempfile::tempdir().unwrap();
+        let a = create_shard_dir(tmp.path(), &shards[1]).unwrap();
+        let b = create_shard_dir(tmp.path(), &shards[1]).unwrap();
+        assert_eq!(a, tmp.path().join("r/shard-2-of-3"));
+        assert_eq!(b, tmp.path().join("r/shard-2-of-3-2"));
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub mod source {
     pub const SERVER: &str = "server";
     /// GPU hygiene around a managed server: foreign memory before start, release time after stop.
     pub const HYGIENE: &str = "hygiene";
+    /// One replica behind the endpoint (`--metrics-url`, or one `engine` label of its
+    /// `/metrics`); `device` names it.
+    pub const REPLICA: &str = "replica";
 }
 
 /// Metric names used by the joins and the report.
@@ -41,6 +44,11 @@ pub mod metric {
     pub const RSS_MIB: &str = "rss_mib";
     pub const GPU_RELEASE_MS: &str = "gpu_release_ms";
     pub const GPU_FOREIGN_MIB: &str = "gpu_foreign_mib";
+    pub const REQUESTS_RUNNING: &str = "requests_running";
+    pub const REQUESTS_WAITING: &str = "requests_waiting";
+    pub const PREEMPTIONS_TOTAL: &str = "preemptions_total";
+    pub const PREFIX_CACHE_HITS_TOTAL: &str = "prefix_cache_hits_total";
+    pub const PREFIX_CACHE_QUERIES_TOTAL: &str = "prefix_cache_queries_total";
 }
 
 /// One measured value.

@@ -33,6 +33,8 @@ pub struct Monitor {
     api_key: Option<String>,
     /// How long teardown waits for GPU memory to come back ([`RELEASE_TIMEOUT`]).
     release_timeout: Duration,
+    /// `--metrics-url`: each replica's `/metrics`, scraped beside the endpoint's.
+    replicas: Vec<String>,
 }
 
 /// What hygiene saw before a managed server started.
@@ -75,6 +77,7 @@ impl Monitor {
             http,
             api_key,
             release_timeout: RELEASE_TIMEOUT,
+            replicas: Vec::new(),
         }
     }
 
@@ -141,6 +144,12 @@ impl Monitor {
         Ok(Baseline { memory_used_mib: used })
     }
 
+    /// Scrapes these replica `/metrics` URLs too (a router's replicas).
+    pub fn with_replicas(mut self, urls: Vec<String>) -> Self {
+        self.replicas = urls;
+        self
+    }
+
     /// Starts the samplers of one test.
     pub fn start(&self, test: u32, engine_pid: Option<u32>, base_url: &str) -> Samplers {
         Samplers::start(
@@ -154,6 +163,7 @@ impl Monitor {
                     http: self.http.clone(),
                     base_url: base_url.to_string(),
                     api_key: self.api_key.clone(),
+                    replicas: self.replicas.clone(),
                 }),
             },
             self.sink.clone(),

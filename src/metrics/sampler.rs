@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::gpu::GpuProbe;
-use crate::client::metrics::scrape;
+use crate::client::metrics::{scrape_text, ServerSnapshot};
 use super::system::HostSampler;
 use crate::core::timeline::{metric, source, Sample, TimelineSink};
 use crate::core::RunClock;
@@ -22,6 +22,10 @@ pub struct MetricsTarget {
     pub http: reqwest::Client,
     pub base_url: String,
     pub api_key: Option<String>,
+    /// Replica `/metrics` URLs behind the endpoint (`--metrics-url`), sampled as source
+    /// `replica`, device `replica-<k>`. Without them, an endpoint whose `/metrics` carries
+    /// several `engine` labels is split by engine (device `engine-<label>`).
+    pub replicas: Vec<String>,
 }
 
 pub struct SamplerConfig {
@@ -150,39 +154,75 @@ async fn scrape_loop(
 ) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let timeout = interval.max(Duration::from_millis(500));
+    let url = format!("{}/metrics", target.base_url.trim_end_matches('/'));
     let mut failures = 0u32;
+    let mut last = false;
     loop {
         tokio::select! {
-            _ = stop.cancelled() => return,
+            biased;
+            // One last scrape after the test: the counters' final values close every window.
+            _ = stop.cancelled() => last = true,
             _ = ticker.tick() => {}
         }
         let t_ms = clock.now_ms();
-        let scraped = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = tokio::time::timeout(interval.max(Duration::from_millis(500)), scrape(&target.http, &target.base_url, target.api_key.as_deref())) => r,
+        let key = target.api_key.as_deref();
+        let http = &target.http;
+        let main = async {
+            let text = tokio::time::timeout(timeout, scrape_text(http, &url, key)).await.ok()?.ok()?;
+            ServerSnapshot::parse_by_engine(&text).ok()
         };
-        match scraped {
-            Ok(Ok(s)) => {
-                failures = 0;
-                let mut batch = Vec::new();
-                let mut push = |m: &str, v: Option<f64>| {
-                    if let Some(v) = v.filter(|v| v.is_finite()) {
-                        batch.push(Sample::new(t_ms, test, source::SERVER, m, "", v));
-                    }
-                };
-                push(metric::KV_CACHE_USAGE_PCT, s.kv_cache_usage.map(|u| u * 100.0));
-                push("requests_running", s.requests_running);
-                push("requests_waiting", s.requests_waiting);
-                push("preemptions_total", s.preemptions);
-                sink.push(batch);
-            }
-            _ => {
-                // A server without /metrics: stop asking after a few misses.
-                failures += 1;
-                if failures >= 5 {
-                    return;
+        let replicas = futures_util::future::join_all(target.replicas.iter().map(|u| async move {
+            let text = tokio::time::timeout(timeout, scrape_text(http, u, key)).await.ok()?.ok()?;
+            ServerSnapshot::parse(&text).ok()
+        }));
+        let scraped = tokio::select! {
+            _ = stop.cancelled(), if !last => continue,
+            r = async { tokio::join!(main, replicas) } => r,
+        };
+        let mut batch = Vec::new();
+        let (main, replicas) = scraped;
+        let got_main = main.is_some();
+        if let Some((total, engines)) = main {
+            push_snapshot(&mut batch, t_ms, test, source::SERVER, "", &total);
+            if target.replicas.is_empty() {
+                for (engine, s) in &engines {
+                    push_snapshot(&mut batch, t_ms, test, source::REPLICA, &format!("engine-{engine}"), s);
                 }
             }
         }
+        for (k, s) in replicas.iter().enumerate() {
+            if let Some(s) = s {
+                push_snapshot(&mut batch, t_ms, test, source::REPLICA, &format!("replica-{k}"), s);
+            }
+        }
+        sink.push(batch);
+        if last {
+            return;
+        }
+        if got_main || replicas.iter().any(Option::is_some) {
+            failures = 0;
+        } else {
+            // A server without /metrics: stop asking after a few misses.
+            failures += 1;
+            if failures >= 5 {
+                return;
+            }
+        }
     }
+}
+
+/// One scrape as timeline samples: the gauges, and the prefix-cache and preemption counters.
+fn push_snapshot(batch: &mut Vec<Sample>, t_ms: f64, test: u32, src: &str, device: &str, s: &ServerSnapshot) {
+    let mut push = |m: &str, v: Option<f64>| {
+        if let Some(v) = v.filter(|v| v.is_finite()) {
+            batch.push(Sample::new(t_ms, test, src, m, device, v));
+        }
+    };
+    push(metric::KV_CACHE_USAGE_PCT, s.kv_cache_usage.map(|u| u * 100.0));
+    push(metric::REQUESTS_RUNNING, s.requests_running);
+    push(metric::REQUESTS_WAITING, s.requests_waiting);
+    push(metric::PREEMPTIONS_TOTAL, s.preemptions);
+    push(metric::PREFIX_CACHE_HITS_TOTAL, s.prefix_cache_hits);
+    push(metric::PREFIX_CACHE_QUERIES_TOTAL, s.prefix_cache_queries);
 }

@@ -4,6 +4,7 @@
 //! cannot render the suite, a malformed profile or data file) is found here, before any process is
 //! spawned or any folder created, and exits 2. Nothing below this layer sees a clap type.
 
+mod cluster;
 mod engine;
 mod schedule;
 
@@ -17,6 +18,7 @@ use serde_json::json;
 use crate::cli::{self, RunArgs};
 use crate::client::ClientConfig;
 use crate::core::config::ConfigSource;
+use crate::core::results::ShardInfo;
 use crate::core::UsageError;
 use crate::engine::Engine;
 use crate::template::ChatTemplate;
@@ -85,6 +87,12 @@ pub struct Plan {
     pub configs: Vec<ConfigSource>,
     /// The resolved settings, as the manifest records them (secrets redacted).
     pub settings: serde_json::Value,
+    /// `--shard I/N`: this process runs share I of N (see [`ShardInfo::owns`], [`ShardInfo::share`]).
+    pub shard: Option<ShardInfo>,
+    /// `--start-at`: the first measured request waits for this wall-clock time.
+    pub start_at: Option<jiff::Timestamp>,
+    /// `--metrics-url`: one `/metrics` URL per replica behind the endpoint.
+    pub metrics_urls: Vec<String>,
 }
 
 impl Plan {
@@ -148,7 +156,25 @@ impl Plan {
             request_timeout: Duration::from_secs_f64(args.request_timeout),
             ignore_eos: !args.no_ignore_eos,
         };
-        let settings = settings_json(args, &schedule, prompt_mode);
+        let mut settings = settings_json(args, &schedule, prompt_mode);
+        let cluster = cluster::plan(&args.cluster, &schedule, &settings, args.seed, &source)?;
+        if let Some(shard) = &cluster.shard {
+            if ab {
+                return Err(UsageError::new(
+                    "--ab with --shard: the A/B arms are not merged across shards; run the A/B unsharded",
+                )
+                .into());
+            }
+            let count = preselected.chosen.len();
+            if count < shard.count as usize {
+                return Err(UsageError::new(format!(
+                    "--shard {}/{}: the selection has only {count} conversations, so some shards would have none (use at most {count} shards)",
+                    shard.index, shard.count
+                ))
+                .into());
+            }
+        }
+        settings["cluster"] = cluster.settings();
         Ok(Plan {
             engine,
             isolation,
@@ -174,6 +200,9 @@ impl Plan {
             exact_dir: None,
             configs,
             settings,
+            shard: cluster.shard,
+            start_at: cluster.start_at,
+            metrics_urls: cluster.metrics_urls,
         })
     }
 

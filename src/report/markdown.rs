@@ -426,6 +426,7 @@ fn render(input: &ReportInput) -> Result<String> {
         writeln!(out)?;
         out.push_str(&super::resources::markdown_section(resources));
     }
+    out.push_str(&super::cluster::markdown_section(s));
 
     writeln!(out, "\n## Notes on definitions\n")?;
     out.push_str(NOTES);

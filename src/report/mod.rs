@@ -2,6 +2,7 @@
 //! (hyperfine-style); [`write_reports`] is the one writer, and it writes every file atomically.
 //! `turnbench report` rebuilds every report of a results folder through the same writer.
 
+mod cluster;
 mod compare;
 mod console;
 mod csv_out;

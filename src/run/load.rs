@@ -6,6 +6,7 @@ use anyhow::Result;
 
 use super::progress::Progress;
 use crate::analysis::load::level_summary;
+use crate::core::results::ShardInfo;
 use crate::plan::{LevelsPlan, LoadPlan};
 use crate::schedule::{run_level, Level, LevelWindow, LoadContext, Mode};
 
@@ -30,15 +31,28 @@ pub async fn run_levels(
     ctx: &LoadContext,
     progress: &Progress,
     seed: u64,
+    shard: Option<&ShardInfo>,
     mut done: impl FnMut(&LevelWindow) -> Result<()>,
 ) -> Result<()> {
+    // A shard runs its share of each level under the whole run's label (so merged shards line
+    // up), with a seed of its own (independent arrival and think-time streams).
+    let (seed, rate_share, clients) = match shard {
+        Some(s) => (
+            seed ^ (s.index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            1.0 / s.count as f64,
+            Box::new(move |c: usize| s.share(c)) as Box<dyn Fn(usize) -> usize>,
+        ),
+        None => (seed, 1.0, Box::new(|c: usize| c) as Box<dyn Fn(usize) -> usize>),
+    };
+    let shared = LoadPlan { max_active: plan.max_active.map(|m| clients(m).max(1)), ..plan.clone() };
+    let plan = &shared;
     let run = |lv: Level| {
         progress.set_message(&lv.label);
         async move { run_level(ctx, &lv).await }
     };
     let rates: Vec<f64> = match &plan.levels {
         LevelsPlan::Closed(c) => {
-            let w = run(level(plan, format!("concurrency-{c}"), Mode::Closed { concurrency: *c }, 0, seed)).await?;
+            let w = run(level(plan, format!("concurrency-{c}"), Mode::Closed { concurrency: clients(*c) }, 0, seed)).await?;
             return done(&w);
         }
         LevelsPlan::Rates(rates) => rates.clone(),
@@ -63,7 +77,7 @@ pub async fn run_levels(
         if ctx.settings.stop.is_cancelled() {
             break;
         }
-        let w = run(level(plan, qps_label(q), Mode::Open { qps: q, arrivals: plan.arrivals }, i + 2, seed)).await?;
+        let w = run(level(plan, qps_label(q), Mode::Open { qps: q * rate_share, arrivals: plan.arrivals }, i + 2, seed)).await?;
         done(&w)?;
     }
     Ok(())

@@ -66,7 +66,8 @@ async fn drive(plan: &Plan, stop: &CancellationToken, abort: &CancellationToken)
         plan.allow_busy_gpu,
         client.http().clone(),
         plan.client.api_key.clone(),
-    );
+    )
+    .with_replicas(plan.metrics_urls.clone());
     // The plan is valid: the results folder exists from here on, so the first server's log is
     // written there from its first byte (a `kill -9` leaves it where the run's files are).
     // `--list-conversations` writes no folder; its server logs to a temporary one.
@@ -81,7 +82,10 @@ async fn drive(plan: &Plan, stop: &CancellationToken, abort: &CancellationToken)
                 std::fs::create_dir(d).with_context(|| format!("cannot create {}", d.display()))?;
                 d.clone()
             }
-            None => results::create_run_dir(&plan.results_dir, plan.label.as_deref())?,
+            None => match &plan.shard {
+                Some(shard) => results::create_shard_dir(&plan.results_dir, shard)?,
+                None => results::create_run_dir(&plan.results_dir, plan.label.as_deref())?,
+            },
         };
         (Some(dir), None)
     };
@@ -177,9 +181,24 @@ async fn run_started(
             return Ok(None);
         }
     };
-    let conversations = selection.conversations();
+    // A shard keeps its share; in the suite each conversation keeps its test number in the
+    // whole selection, so merged shards number their tests as one unsharded run would.
+    let numbered: Vec<(u32, Conversation)> = selection
+        .conversations()
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| plan.shard.as_ref().is_none_or(|s| s.owns(*i)))
+        .map(|(i, c)| (i as u32 + 1, c))
+        .collect();
+    if numbered.is_empty() {
+        return Err(crate::core::UsageError::new(match &plan.shard {
+            Some(s) => format!("shard {}/{} has no conversation of the selection: use fewer shards", s.index, s.count),
+            None => "the selection is empty".into(),
+        })
+        .into());
+    }
 
-    let mut manifest = new_manifest(plan, &first);
+    let mut manifest = new_manifest(plan, &first, client.clock());
     manifest.token_counts_estimated = counter.is_estimate();
     if let Some(window) = plan.calibrate {
         // Before the samplers start: the timeline shows the run, not this.
@@ -198,8 +217,14 @@ async fn run_started(
     monitor.attach(dir)?;
     monitor.write_system_json(dir, engine_version)?;
 
+    if let Some(at) = plan.start_at {
+        if until_stopped(stop, wait_until(at)).await?.is_none() {
+            let why = format!("stopped while waiting for --start-at {at}; nothing was run");
+            return Err(Interrupted(why).into());
+        }
+    }
     let progress = match &plan.schedule {
-        SchedulePlan::Sequential => Progress::turns(conversations.iter().map(|c| c.turns.len() as u64).sum()),
+        SchedulePlan::Sequential => Progress::turns(numbered.iter().map(|(_, c)| c.turns.len() as u64).sum()),
         SchedulePlan::Load(load) => Progress::timed(load.duration.saturating_mul(load.planned_levels() as u32), load.log_interval),
     };
     let observer = progress.clone();
@@ -221,8 +246,10 @@ async fn run_started(
     };
     let run = Run { plan, client, recorder: &recorder, settings: &settings, progress: &progress };
     let outcome = match &plan.schedule {
-        SchedulePlan::Sequential => run.suite(servers, &conversations, &mut manifest).await,
-        SchedulePlan::Load(load) => run.load(load, servers, conversations, &mut manifest, dir).await,
+        SchedulePlan::Sequential => run.suite(servers, &numbered, &mut manifest).await,
+        SchedulePlan::Load(load) => {
+            run.load(load, servers, numbered.into_iter().map(|(_, c)| c).collect(), &mut manifest, dir).await
+        }
     };
     progress.finish();
     servers.shutdown(manifest.tests.last_mut()).await;
@@ -288,14 +315,14 @@ struct Run<'a> {
 
 impl Run<'_> {
     /// The sequential schedule: one test per conversation, one request in flight.
-    async fn suite(&self, servers: &mut Servers<'_>, conversations: &[Conversation], manifest: &mut Manifest) -> Result<()> {
+    async fn suite(&self, servers: &mut Servers<'_>, conversations: &[(u32, Conversation)], manifest: &mut Manifest) -> Result<()> {
         let stop = &self.settings.stop;
-        for (index, conversation) in conversations.iter().enumerate() {
+        for (test, conversation) in conversations {
+            let test = *test;
             if stop.is_cancelled() {
                 break;
             }
             self.progress.set_message(&conversation.id);
-            let test = index as u32 + 1;
             let mut test_run = TestRun { test, conversation_id: conversation.id.clone(), ..Default::default() };
             let first_record = self.recorder.len();
             let outcome = async {
@@ -388,7 +415,7 @@ impl Run<'_> {
                 test: 1,
                 pool: Arc::new(conversations),
             };
-            let outcome = load::run_levels(load, &ctx, self.progress, self.plan.seed, |w| {
+            let outcome = load::run_levels(load, &ctx, self.progress, self.plan.seed, self.plan.shard.as_ref(), |w| {
                 load_settings.levels.push(w.clone());
                 manifest.settings[SETTINGS_KEY] = serde_json::to_value(&load_settings)?;
                 results::write_manifest(dir, manifest)
@@ -418,7 +445,7 @@ impl Run<'_> {
 }
 
 /// The manifest of a run starting now against `server`.
-fn new_manifest(plan: &Plan, server: &ServerInfo) -> Manifest {
+fn new_manifest(plan: &Plan, server: &ServerInfo, clock: crate::core::RunClock) -> Manifest {
     Manifest {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         command_line: crate::plan::redacted_command_line(),
@@ -442,7 +469,20 @@ fn new_manifest(plan: &Plan, server: &ServerInfo) -> Manifest {
         server_died: None,
         tests: Vec::new(),
         client_calibration: None,
+        clock_origin: Some(clock.origin_rfc3339()),
+        shard: plan.shard.clone(),
+        merged_from: Vec::new(),
     }
+}
+
+/// Sleeps until the wall clock reads `at` (at once when it is past), saying so first.
+async fn wait_until(at: jiff::Timestamp) -> Result<()> {
+    let left = at.duration_since(jiff::Timestamp::now());
+    if let Ok(left) = std::time::Duration::try_from(left) {
+        eprintln!("waiting {:.1} s for --start-at {at}", left.as_secs_f64());
+        tokio::time::sleep(left).await;
+    }
+    Ok(())
 }
 
 fn first_line(s: &str) -> &str {
