@@ -404,6 +404,29 @@ pub struct SimArgs {
     /// Seed for answers and failure injection.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Simulated engines behind the one port, 1 to 64 [default: 1]: each is a whole server with
+    /// the settings above (its own prefix cache, max_num_seqs and KV blocks), like N vLLM
+    /// instances behind a router. /metrics shows all of them (label engine="0", "1", …);
+    /// /replica/I/metrics shows replica I alone.
+    #[arg(long, value_name = "N")]
+    pub replicas: Option<u64>,
+    /// Which replica each completion request goes to (with --replicas 2 or more)
+    /// [default: round-robin].
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub routing: Option<SimRouting>,
+}
+
+/// `turnbench sim --routing`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SimRouting {
+    /// Replicas in turn.
+    RoundRobin,
+    /// The replica whose prefix cache holds the longest start of the prompt, unless it is busier
+    /// (running + waiting) than the least busy replica by max(2, max_num_seqs/4) or more; ties go
+    /// to the least busy (as llm-d's prefix-cache scorer with its load-aware filter).
+    PrefixAffinity,
+    /// A replica at random, in a sequence fixed by the seed.
+    Random,
 }
 
 /// Many users at once (any of `--concurrency`, `--qps`, `--sweep` makes a multi-user run against

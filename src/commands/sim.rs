@@ -3,8 +3,8 @@
 
 use anyhow::Result;
 
-use crate::cli::SimArgs;
-use crate::sim::{Profile, SimConfig};
+use crate::cli::{SimArgs, SimRouting};
+use crate::sim::{Profile, Routing, SimConfig};
 
 pub async fn sim(args: SimArgs) -> Result<()> {
     crate::sim::serve(sim_config(&args)?).await
@@ -29,6 +29,12 @@ pub fn sim_config(args: &SimArgs) -> Result<SimConfig> {
         drop_rate: args.drop_rate,
         retokenize_drift: args.retokenize_drift,
         seed: args.seed,
+        replicas: args.replicas,
+        routing: args.routing.map(|r| match r {
+            SimRouting::RoundRobin => Routing::RoundRobin,
+            SimRouting::PrefixAffinity => Routing::PrefixAffinity,
+            SimRouting::Random => Routing::Random,
+        }),
     };
     let (mut config, _) = SimConfig::resolve(&args.config_dir, args.profile.as_deref(), &flags)?;
     config.host = args.host.clone();
@@ -79,6 +85,32 @@ mod tests {
         assert!(format!("{err}").contains("instant"));
         assert_eq!(crate::core::error::exit_code(&err), 2);
         let err = sim_config(&args(&["--fail-rate", "1.5"])).unwrap_err();
+        assert_eq!(crate::core::error::exit_code(&err), 2);
+    }
+
+    #[test]
+    fn replicas_and_routing_from_flags_and_profiles() {
+        let d = sim_config(&args(&[])).unwrap();
+        assert_eq!((d.replicas, d.routing), (1, Routing::RoundRobin));
+        let c = sim_config(&args(&["--replicas", "4", "--routing", "prefix-affinity"])).unwrap();
+        assert_eq!((c.replicas, c.routing), (4, Routing::PrefixAffinity));
+        for n in ["0", "65"] {
+            let err = sim_config(&args(&["--replicas", n])).unwrap_err();
+            let msg = format!("{err:#}");
+            assert!(msg.contains(&format!("replicas = {n}")) && msg.contains("between 1 and 64"), "{msg}");
+            assert_eq!(crate::core::error::exit_code(&err), 2);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("cluster.toml");
+        std::fs::write(&p, "replicas = 3\nrouting = \"random\"\n").unwrap();
+        let c = sim_config(&args(&["--profile", p.to_str().unwrap()])).unwrap();
+        assert_eq!((c.replicas, c.routing), (3, Routing::Random));
+        let c = sim_config(&args(&["--profile", p.to_str().unwrap(), "--routing", "round-robin"])).unwrap();
+        assert_eq!((c.replicas, c.routing), (3, Routing::RoundRobin));
+        std::fs::write(&p, "routing = \"sticky\"\n").unwrap();
+        let err = sim_config(&args(&["--profile", p.to_str().unwrap()])).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("cluster.toml") && msg.contains("sticky"), "{msg}");
         assert_eq!(crate::core::error::exit_code(&err), 2);
     }
 }

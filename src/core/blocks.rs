@@ -98,7 +98,8 @@ impl PrefixCache {
     }
 
     /// Cached tokens for a prompt of `prompt_len` tokens whose block hashes are `hashes`, without
-    /// touching anything (what [`lookup`](Self::lookup) would return).
+    /// touching anything (what [`lookup`](Self::lookup) would return; the LRU order stays as it
+    /// was, so the ledger's models and the simulator's prefix-affinity routing can ask freely).
     pub fn peek(&self, hashes: &[u64], prompt_len: usize) -> usize {
         let max_blocks = max_cacheable_tokens(prompt_len, self.block_size) / self.block_size;
         hashes.iter().take(max_blocks).take_while(|h| self.stamps.contains_key(h)).count() * self.block_size
@@ -182,5 +183,30 @@ mod tests {
         assert_eq!(c.lookup(&ha, 13), 0);
         c.clear();
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn peek_answers_as_lookup_would_and_leaves_the_lru_order_alone() {
+        let a: Vec<u32> = (0..12).collect();
+        let b: Vec<u32> = (100..112).collect();
+        let (ha, hb) = (block_hashes(&a, 4), block_hashes(&b, 4));
+        let mut c = PrefixCache::new(4, 4);
+        c.insert(&ha[..2]);
+        c.insert(&hb[..2]);
+        // a's blocks are the least recently used; peeking at them must not make them recent.
+        assert_eq!(c.peek(&ha, 13), 8);
+        assert_eq!(c.peek(&ha, 8), 4, "capped so one token is computed, as lookup is");
+        assert_eq!(c.peek(&[hb[2], hb[1]], 13), 0, "a chain that does not start cached holds nothing");
+        c.insert(&block_hashes(&(200..208).collect::<Vec<u32>>(), 4));
+        // Two new blocks evicted the two oldest, a's (a lookup instead of the peek would have
+        // kept them and evicted b's).
+        assert_eq!(c.peek(&ha, 13), 0);
+        assert_eq!(c.peek(&hb, 13), 8);
+        let mut d = PrefixCache::new(4, 4);
+        d.insert(&ha[..2]);
+        d.insert(&hb[..2]);
+        assert_eq!(d.lookup(&ha, 13), 8);
+        d.insert(&block_hashes(&(200..208).collect::<Vec<u32>>(), 4));
+        assert_eq!((d.peek(&ha, 13), d.peek(&hb, 13)), (8, 0));
     }
 }

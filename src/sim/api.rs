@@ -1,7 +1,7 @@
 //! The HTTP surface: vLLM's OpenAI endpoints, `/tokenize`, `/metrics`, `/health`,
 //! `/reset_prefix_cache`: the router, the request bodies and their checks, and vLLM-shaped error
 //! responses. A completion request becomes a [`Params`] for [`generate`], which checks, admits and
-//! answers it.
+//! answers it on the replica the [`Cluster`] routes it to.
 
 // Handlers' helpers return the error `Response` itself: built once per failed request, moved
 // straight out; boxing it would buy nothing.
@@ -23,9 +23,10 @@ use tokio::time::Instant;
 
 use super::chat::render_chat;
 use super::admission::admit;
-use crate::core::blocks::{block_hashes, mix64};
+use super::cluster::Cluster;
+use crate::core::blocks::mix64;
 use super::errors::{bad_request, error};
-use super::exposition::metrics;
+use super::exposition::{metrics, replica_metrics};
 use super::jobs::{Job, Kind, Params};
 use super::sse::{json_response, sse_response};
 use super::state::{lock, unix_secs, Shared};
@@ -33,9 +34,9 @@ use super::tokenizer::tokenize;
 use super::SimConfig;
 use crate::core::ChatMessage;
 
-/// Every route of the simulator, on fresh state for `cfg`.
+/// Every route of the simulator, on fresh state for `cfg` (`cfg.replicas` engines).
 pub(super) fn router(cfg: SimConfig) -> Router {
-    let shared = Arc::new(Shared::new(cfg));
+    let cluster = Arc::new(Cluster::new(cfg));
     Router::new()
         .route("/health", get(health))
         .route("/v1/models", get(models))
@@ -43,10 +44,11 @@ pub(super) fn router(cfg: SimConfig) -> Router {
         .route("/v1/completions", post(completions))
         .route("/tokenize", post(tokenize_handler))
         .route("/metrics", get(metrics))
+        .route("/replica/{i}/metrics", get(replica_metrics))
         .route("/reset_prefix_cache", post(reset_prefix_cache))
         .fallback(|| async { (StatusCode::NOT_FOUND, axum::Json(json!({"detail": "Not Found"}))) })
         .layer(DefaultBodyLimit::max(256 << 20))
-        .with_state(shared)
+        .with_state(cluster)
 }
 
 /// Parses a JSON body into `T`, with the JSON path of a wrong or missing field in the message.
@@ -165,7 +167,8 @@ async fn health() -> StatusCode {
     StatusCode::OK
 }
 
-async fn models(State(s): State<Arc<Shared>>) -> Response {
+async fn models(State(c): State<Arc<Cluster>>) -> Response {
+    let s = c.first();
     let m = &s.cfg.model_name;
     let created = unix_secs();
     axum::Json(json!({
@@ -184,8 +187,11 @@ async fn models(State(s): State<Arc<Shared>>) -> Response {
     .into_response()
 }
 
-async fn reset_prefix_cache(State(s): State<Arc<Shared>>) -> StatusCode {
-    lock(&s.cache).clear();
+/// Every replica's cache.
+async fn reset_prefix_cache(State(c): State<Arc<Cluster>>) -> StatusCode {
+    for s in c.replicas() {
+        lock(&s.cache).clear();
+    }
     StatusCode::OK
 }
 
@@ -199,12 +205,13 @@ struct TokenizeRequest {
     add_special_tokens: Option<bool>,
 }
 
-async fn tokenize_handler(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+async fn tokenize_handler(State(c): State<Arc<Cluster>>, body: Bytes) -> Response {
+    let s = c.first();
     let req: TokenizeRequest = match parse(&body) {
         Ok(r) => r,
         Err(r) => return r,
     };
-    if let Err(r) = check_model(&s, &req.model) {
+    if let Err(r) = check_model(s, &req.model) {
         return r;
     }
     let generation_prompt = req.add_generation_prompt.unwrap_or(true);
@@ -266,12 +273,13 @@ fn stream_params(stream: Option<bool>, options: &Option<StreamOptions>) -> Resul
     Ok((stream, options.as_ref().and_then(|o| o.include_usage).unwrap_or(false)))
 }
 
-async fn chat_completions(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+async fn chat_completions(State(c): State<Arc<Cluster>>, body: Bytes) -> Response {
+    let s = c.first();
     let req: ChatRequest = match parse(&body) {
         Ok(r) => r,
         Err(r) => return r,
     };
-    if let Err(r) = check_model(&s, &req.model) {
+    if let Err(r) = check_model(s, &req.model) {
         return r;
     }
     let (stream, include_usage) = match stream_params(req.stream, &req.stream_options) {
@@ -288,15 +296,16 @@ async fn chat_completions(State(s): State<Arc<Shared>>, body: Bytes) -> Response
     let tokens = tokenize(&render_chat(&messages, req.add_generation_prompt.unwrap_or(true)));
     let max_tokens = req.max_completion_tokens.or(req.max_tokens);
     let return_token_ids = req.return_token_ids.unwrap_or(false);
-    generate(s, Params { kind: Kind::Chat, tokens, max_tokens, stream, include_usage, return_token_ids }).await
+    generate(c.route(&tokens), Params { kind: Kind::Chat, tokens, max_tokens, stream, include_usage, return_token_ids }).await
 }
 
-async fn completions(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+async fn completions(State(c): State<Arc<Cluster>>, body: Bytes) -> Response {
+    let s = c.first();
     let req: CompletionRequest = match parse(&body) {
         Ok(r) => r,
         Err(r) => return r,
     };
-    if let Err(r) = check_model(&s, &req.model) {
+    if let Err(r) = check_model(s, &req.model) {
         return r;
     }
     let (stream, include_usage) = match stream_params(req.stream, &req.stream_options) {
@@ -311,8 +320,9 @@ async fn completions(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
         return bad_request("Invalid request: the prompt must not be empty", Some("prompt"));
     }
     let return_token_ids = req.return_token_ids.unwrap_or(false);
+    let replica = c.route(&tokens);
     let params = Params { kind: Kind::Completion, tokens, max_tokens: req.max_tokens, stream, include_usage, return_token_ids };
-    generate(s, params).await
+    generate(replica, params).await
 }
 
 /// A uniform number in [0, 1) from the seed, a stream tag and the request number.
@@ -352,7 +362,7 @@ pub(super) async fn generate(s: Arc<Shared>, p: Params) -> Response {
         Err(r) => return r,
     };
     let bs = cfg.block_size;
-    let hashes = if cfg.enable_prefix_caching { block_hashes(&p.tokens, bs) } else { Vec::new() };
+    let hashes = s.prompt_hashes(&p.tokens);
     let cached = if cfg.enable_prefix_caching { lock(&s.cache).lookup(&hashes, prompt_len) } else { 0 };
     s.queries.fetch_add(prompt_len as u64, Relaxed);
     s.hits.fetch_add(cached as u64, Relaxed);
@@ -362,7 +372,9 @@ pub(super) async fn generate(s: Arc<Shared>, p: Params) -> Response {
 
     let answer_seed = mix64(p.tokens.iter().fold(cfg.seed, |h, &t| mix64(h ^ u64::from(t))));
     let prefix = if p.kind == Kind::Chat { "chatcmpl" } else { "cmpl" };
-    let id = format!("{prefix}-{:016x}{:016x}", mix64(cfg.seed ^ 0x1d), mix64(n));
+    // Replicas count their requests apart: the engine index keeps their ids apart (engine 0's
+    // are a single engine's).
+    let id = format!("{prefix}-{:016x}{:016x}", mix64(cfg.seed ^ 0x1d ^ ((s.engine as u64) << 32)), mix64(n));
     let job = Job {
         s: s.clone(),
         _slot: slot,

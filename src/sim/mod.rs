@@ -10,7 +10,8 @@
 //! - The server, one idea a module: `api` (routes, request bodies, vLLM-shaped errors),
 //!   `admission` (`max_num_seqs` and the waiting queue), `jobs` (one generation, start to end),
 //!   `sse` (the answer, streamed or whole), `exposition` (`/metrics`), `histogram`, `errors`
-//!   (vLLM-shaped refusals) and `state` (what they share).
+//!   (vLLM-shaped refusals), `state` (what one engine's requests share) and `cluster` (the
+//!   `--replicas` engines behind the one port, and which of them a request goes to).
 
 /// The simulator's prefix cache is `crate::core::blocks`, the same code the ledger models
 /// servers with.
@@ -18,6 +19,7 @@ pub use crate::core::blocks as cache;
 mod admission;
 mod api;
 pub mod chat;
+mod cluster;
 mod errors;
 mod exposition;
 mod histogram;
@@ -48,6 +50,34 @@ pub const BUILTIN_PROFILES: &[(&str, &str)] = &[
     ("cpu-tiny", include_str!("../../configs/sim/cpu-tiny.toml")),
 ];
 
+/// Most replicas one simulator serves (`--replicas`).
+pub const MAX_REPLICAS: usize = 64;
+
+/// Which replica a generation request goes to, when the simulator runs several.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Routing {
+    /// Replicas in turn.
+    #[default]
+    RoundRobin,
+    /// The replica holding the longest cached prefix of the prompt, among those not much busier
+    /// than the least busy one (llm-d's prefix-cache scorer with a load-aware filter).
+    PrefixAffinity,
+    /// A replica drawn at random, in a sequence fixed by the seed.
+    Random,
+}
+
+impl Routing {
+    /// The name used by `--routing` and profiles.
+    pub fn name(self) -> &'static str {
+        match self {
+            Routing::RoundRobin => "round-robin",
+            Routing::PrefixAffinity => "prefix-affinity",
+            Routing::Random => "random",
+        }
+    }
+}
+
 /// Everything the simulator needs to run.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct SimConfig {
@@ -69,6 +99,11 @@ pub struct SimConfig {
     /// then miss when the next prompt carries the text.
     pub retokenize_drift: f64,
     pub seed: u64,
+    /// Independent engines behind the one port, each with all of the settings above (its own
+    /// prefix cache, `max_num_seqs`, KV blocks, counters): N replicas are N servers' capacity.
+    pub replicas: usize,
+    /// Which replica each generation request goes to (only matters with `replicas > 1`).
+    pub routing: Routing,
 }
 
 impl Default for SimConfig {
@@ -95,6 +130,8 @@ impl Default for SimConfig {
             drop_rate: 0.0,
             retokenize_drift: 0.0,
             seed: 42,
+            replicas: 1,
+            routing: Routing::RoundRobin,
         }
     }
 }
@@ -122,6 +159,8 @@ pub struct Profile {
     pub drop_rate: Option<f64>,
     pub retokenize_drift: Option<f64>,
     pub seed: Option<u64>,
+    pub replicas: Option<u64>,
+    pub routing: Option<Routing>,
 }
 
 impl Profile {
@@ -165,6 +204,8 @@ impl Profile {
         set(&mut c.drop_rate, self.drop_rate);
         set(&mut c.retokenize_drift, self.retokenize_drift);
         set(&mut c.seed, self.seed);
+        set_usize(&mut c.replicas, self.replicas);
+        set(&mut c.routing, self.routing);
     }
 }
 
@@ -247,6 +288,9 @@ impl SimConfig {
             if !v.is_finite() || v < 0.0 || v > max {
                 return bad(format!("{name} = {v:?}: must be a finite number between 0 and {max}"));
             }
+        }
+        if !(1..=MAX_REPLICAS).contains(&self.replicas) {
+            return bad(format!("replicas = {}: must be between 1 and {MAX_REPLICAS}", self.replicas));
         }
         for (name, v) in [("fail_rate", self.fail_rate), ("drop_rate", self.drop_rate), ("retokenize_drift", self.retokenize_drift)] {
             if !(0.0..=1.0).contains(&v) {
@@ -346,6 +390,16 @@ pub async fn serve(config: SimConfig) -> Result<()> {
         config.max_num_seqs,
         config.max_model_len
     );
+    // A line of its own, and only for a cluster: the one above (and a single engine's output)
+    // stays as it was.
+    if config.replicas > 1 {
+        eprintln!(
+            "turnbench sim: {} replicas behind http://{addr} · routing {} · each with the settings above · per-replica metrics at /replica/{{0..{}}}/metrics",
+            config.replicas,
+            config.routing.name(),
+            config.replicas - 1
+        );
+    }
     let app = api::router(config);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut graceful_rx = stop_rx.clone();
