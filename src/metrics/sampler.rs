@@ -45,6 +45,8 @@ pub struct Samplers {
     host: Option<JoinHandle<()>>,
     stop_scrape: CancellationToken,
     scrape: Option<tokio::task::JoinHandle<()>>,
+    /// Fires when the first scrape has landed (or failed).
+    first_scrape: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl Samplers {
@@ -60,11 +62,21 @@ impl Samplers {
             .spawn(move || host_loop(interval, test, clock, engine_pid, gpu, host_sink, rx))
             .ok();
         let stop_scrape = CancellationToken::new();
+        let (first_tx, first_rx) = tokio::sync::oneshot::channel();
         let scrape = metrics.map(|target| {
             let stop = stop_scrape.clone();
-            tokio::spawn(scrape_loop(interval, test, clock, target, sink, stop))
+            tokio::spawn(scrape_loop(interval, test, clock, target, sink, stop, first_tx))
         });
-        Self { stop_host: Some(tx), host, stop_scrape, scrape }
+        Self { stop_host: Some(tx), host, stop_scrape, scrape, first_scrape: Some(first_rx) }
+    }
+
+    /// Waits until the first `/metrics` scrape has landed (each scrape is bounded in time), so
+    /// the counters' starting values are read before the test's first request: with replicas
+    /// scraped apart from the endpoint, their sums then agree exactly.
+    pub async fn first_scrape(&mut self) {
+        if let Some(rx) = self.first_scrape.take() {
+            let _ = rx.await;
+        }
     }
 
     /// Stops every sampler and waits for the last tick to land in the sink.
@@ -151,7 +163,9 @@ async fn scrape_loop(
     target: MetricsTarget,
     sink: TimelineSink,
     stop: CancellationToken,
+    first: tokio::sync::oneshot::Sender<()>,
 ) {
+    let mut first = Some(first);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let timeout = interval.max(Duration::from_millis(500));
@@ -197,6 +211,9 @@ async fn scrape_loop(
             }
         }
         sink.push(batch);
+        if let Some(tx) = first.take() {
+            let _ = tx.send(());
+        }
         if last {
             return;
         }

@@ -109,6 +109,9 @@ impl<'a> Servers<'a> {
         if let Some(current) = &mut self.current {
             current.test = test;
             self.samplers = Some(self.monitor.start(test, current.server.guard.as_ref().map(|g| g.pid()), &current.target.info.base_url));
+            if let Some(s) = &mut self.samplers {
+                s.first_scrape().await;
+            }
             // Reused for this test (shared server): reset its prefix cache when turnbench owns it.
             if self.plan.engine.is_managed() {
                 let (verified, probe) = reset_prefix_cache(self.client, &current.target.info).await?;
@@ -124,6 +127,9 @@ impl<'a> Servers<'a> {
         };
         started.test = test;
         self.samplers = Some(self.monitor.start(test, started.server.guard.as_ref().map(|g| g.pid()), &started.target.info.base_url));
+        if let Some(s) = &mut self.samplers {
+            s.first_scrape().await;
+        }
         if let Some(guard) = &started.server.guard {
             run.time_to_ready_ms = Some(guard.time_to_ready.as_secs_f64() * 1000.0);
             let file = guard.log_path.file_name().unwrap_or_default().to_string_lossy();
