@@ -65,7 +65,7 @@ fn main() {
                 clock: RunClock::start(),
                 engine_pid: Some(sim.id()),
                 gpu,
-                metrics: Some(MetricsTarget { http: reqwest::Client::new(), base_url, api_key: None }),
+                metrics: Some(MetricsTarget { http: reqwest::Client::new(), base_url, api_key: None, replicas: Vec::new() }),
             },
             sink.clone(),
         );

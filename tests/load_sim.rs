@@ -313,7 +313,7 @@ fn time_bounds_a_closed_loop_run() {
     // --time ends the run: the level stopped starting turns after 0.5 s, not its 60 s duration.
     let lv = &manifest["settings"]["load"]["levels"][0];
     let window = lv["stop_ms"].as_f64().unwrap() - lv["start_ms"].as_f64().unwrap();
-    assert!(window < 60_000.0 && window >= 0.0, "level window {window} ms: {lv}");
+    assert!((0.0..60_000.0).contains(&window), "level window {window} ms: {lv}");
     assert_eq!(manifest["interrupted"], false, "--time is not an interruption");
     let (records, _) = read_records(&dir.join("turns.jsonl")).unwrap();
     assert!(records.iter().filter(|r| !r.warmup).all(|r| r.level.as_deref() == Some("concurrency-3")));
