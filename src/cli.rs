@@ -93,9 +93,11 @@ pub struct RunArgs {
     pub engine: Option<EngineKind>,
     /// An OpenAI-compatible server (implies --engine external): its base URL
     /// (http://127.0.0.1:8000), …/v1, or a full …/v1/chat/completions or …/v1/completions URL
-    /// (which also picks --prompt-mode chat or completion).
+    /// (which also picks --prompt-mode chat or completion). Given again, the run is replayed with
+    /// its exact prompts against each further endpoint and the reports compare them side by side
+    /// (single-user runs; name them with one --label each).
     #[arg(long, value_name = "URL")]
-    pub endpoint: Option<String>,
+    pub endpoint: Vec<String>,
     /// Model: for --engine vllm the path or repo id to serve; otherwise the name sent in
     /// requests (default: the first model the server lists).
     #[arg(long)]
@@ -154,9 +156,10 @@ pub struct RunArgs {
     /// Folder under which the timestamped results folder is created.
     #[arg(long, default_value = "results", value_name = "DIR")]
     pub results_dir: PathBuf,
-    /// Suffix for the results folder name (`<timestamp>_<label>`).
+    /// Suffix for the results folder name (`<timestamp>_<label>`). With several --endpoint, one
+    /// label per endpoint, in order (the first names the folder).
     #[arg(long)]
-    pub label: Option<String>,
+    pub label: Vec<String>,
     /// Seed for everything random (simulator answers, think times).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,

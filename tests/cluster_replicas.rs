@@ -80,4 +80,6 @@ fn prefix_affinity_reuses_more_than_round_robin_and_replicas_add_up() {
     }
     let report = std::fs::read_to_string(rr_dir.join("report.md")).unwrap();
     assert!(report.contains("## Replicas") && report.contains("engine-1"), "{report}");
+    let page = std::fs::read_to_string(rr_dir.join("report.html")).unwrap();
+    assert!(page.contains(r#"id="replicas""#) && page.contains(r#"id="routing""#) && page.contains("engine-1"));
 }

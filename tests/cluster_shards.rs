@@ -97,6 +97,7 @@ fn two_suite_shards_cover_the_selection_once_and_merge_exactly() {
     assert_eq!(tests.iter().map(|t| t.0).collect::<BTreeSet<_>>().len(), 7, "{tests:?}");
     let report = std::fs::read_to_string(merged.join("report.md")).unwrap();
     assert!(report.contains("## Shards"), "{report}");
+    assert!(std::fs::read_to_string(merged.join("report.html")).unwrap().contains(r#"id="shards""#));
     // Never overwritten.
     let out = turnbench(tmp.path())
         .args(["merge", sharded.join("suite-x").to_str().unwrap(), "--out", merged.to_str().unwrap()])

@@ -14,6 +14,8 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 pub const TURNS_FILE: &str = "turns.jsonl";
 /// `--ab prefix-caching`: arm B's results folder, inside arm A's.
 pub const AB_OFF_DIR: &str = "ab-off";
+/// Several `--endpoint`: each further endpoint's results folder, `vs-<label>`, inside the run's.
+pub const VS_DIR_PREFIX: &str = "vs-";
 
 /// A data file a run read, by path and content hash.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -178,30 +180,24 @@ pub struct TestRun {
 
 /// Creates `base/<run-id>/shard-I-of-N` (`-2`, `-3`… when a retried shard finds its folder).
 pub fn create_shard_dir(base: &Path, shard: &ShardInfo) -> Result<PathBuf> {
-    let parent = base.join(&shard.run_id);
-    fs::create_dir_all(&parent).with_context(|| format!("cannot create results folder {}", parent.display()))?;
-    let name = shard.dir_name();
-    for n in 1.. {
-        let candidate = if n == 1 { parent.join(&name) } else { parent.join(format!("{name}-{n}")) };
-        match fs::create_dir(&candidate) {
-            Ok(()) => return Ok(candidate),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e).with_context(|| format!("cannot create {}", candidate.display())),
-        }
-    }
-    unreachable!()
+    create_fresh_dir(&base.join(&shard.run_id), &shard.dir_name())
 }
 
 /// Creates `base/<timestamp>[_label]`, adding `-2`, `-3`… rather than ever reusing a folder.
 pub fn create_run_dir(base: &Path, label: Option<&str>) -> Result<PathBuf> {
-    fs::create_dir_all(base).with_context(|| format!("cannot create results folder {}", base.display()))?;
     let stamp = jiff::Zoned::now().strftime("%Y-%m-%d_%H-%M-%S").to_string();
     let name = match label {
         Some(l) => format!("{stamp}_{}", sanitize_label(l)),
         None => stamp,
     };
+    create_fresh_dir(base, &name)
+}
+
+/// Creates `parent/name`, or `name-2`, `name-3`… when it exists: a folder is never reused.
+fn create_fresh_dir(parent: &Path, name: &str) -> Result<PathBuf> {
+    fs::create_dir_all(parent).with_context(|| format!("cannot create results folder {}", parent.display()))?;
     for n in 1.. {
-        let candidate = if n == 1 { base.join(&name) } else { base.join(format!("{name}-{n}")) };
+        let candidate = if n == 1 { parent.join(name) } else { parent.join(format!("{name}-{n}")) };
         match fs::create_dir(&candidate) {
             Ok(()) => return Ok(candidate),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,

@@ -14,13 +14,13 @@ use crate::engine::{random_key, Engine, SIM_BIN_ENV};
 use crate::sim::{Profile, SimConfig};
 
 pub fn plan(args: &RunArgs, isolation: Isolation) -> Result<(Engine, Vec<ConfigSource>)> {
-    let kind = args.engine.unwrap_or(if args.endpoint.is_some() { EngineKind::External } else { EngineKind::Sim });
-    if kind != EngineKind::External && args.endpoint.is_some() {
+    let kind = args.engine.unwrap_or(if args.endpoint.is_empty() { EngineKind::Sim } else { EngineKind::External });
+    if kind != EngineKind::External && !args.endpoint.is_empty() {
         return Err(UsageError::new("--endpoint is for --engine external; managed engines start their own server").into());
     }
     match kind {
         EngineKind::External => {
-            let url = args.endpoint.as_deref().ok_or_else(|| UsageError::new("--engine external needs --endpoint URL"))?;
+            let url = args.endpoint.first().ok_or_else(|| UsageError::new("--engine external needs --endpoint URL"))?;
             let base_url = parse_endpoint(url)?.base_url;
             Ok((Engine::External { base_url }, vec![]))
         }
@@ -95,25 +95,35 @@ pub fn parse_endpoint(url: &str) -> Result<EndpointUrl> {
 /// `--prompt-mode`, else what a full `--endpoint` URL names, else chat. Both, disagreeing, is a
 /// usage error.
 pub fn prompt_mode(args: &RunArgs) -> Result<PromptMode> {
-    let implied = match args.endpoint.as_deref() {
-        Some(url) => parse_endpoint(url)?.prompt_mode,
-        None => None,
-    };
     let name = |m: PromptMode| match m {
         PromptMode::Chat => "chat",
         PromptMode::Completion => "completion",
     };
-    match (args.prompt_mode, implied) {
-        (Some(given), Some(url)) if given != url => Err(UsageError::new(format!(
-            "--prompt-mode {} conflicts with --endpoint {:?}, which names the {} endpoint; drop one of them",
-            name(given),
-            args.endpoint.as_deref().unwrap_or_default(),
-            name(url)
-        ))
-        .into()),
-        (Some(m), _) | (None, Some(m)) => Ok(m),
-        (None, None) => Ok(PromptMode::Chat),
+    // Every endpoint must take the same prompts: what one full URL names, all agree with.
+    let mut implied: Option<(PromptMode, &str)> = None;
+    for url in &args.endpoint {
+        let Some(mode) = parse_endpoint(url)?.prompt_mode else { continue };
+        match (args.prompt_mode, implied) {
+            (Some(given), _) if given != mode => {
+                return Err(UsageError::new(format!(
+                    "--prompt-mode {} conflicts with --endpoint {url:?}, which names the {} endpoint; drop one of them",
+                    name(given),
+                    name(mode)
+                ))
+                .into())
+            }
+            (_, Some((other, first))) if other != mode => {
+                return Err(UsageError::new(format!(
+                    "--endpoint {first:?} names the {} endpoint but --endpoint {url:?} the {} one: compared endpoints get the same prompts",
+                    name(other),
+                    name(mode)
+                ))
+                .into())
+            }
+            _ => implied = Some((mode, url)),
+        }
     }
+    Ok(args.prompt_mode.or(implied.map(|(m, _)| m)).unwrap_or(PromptMode::Chat))
 }
 
 /// The simulator's arguments with its profile resolved here, where the manifest can record it:

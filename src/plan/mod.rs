@@ -93,7 +93,21 @@ pub struct Plan {
     pub start_at: Option<jiff::Timestamp>,
     /// `--metrics-url`: one `/metrics` URL per replica behind the endpoint.
     pub metrics_urls: Vec<String>,
+    /// Further `--endpoint`s: after this run, its exact prompts are replayed against each.
+    pub compare: Vec<EndpointArm>,
 }
+
+/// An endpoint compared with the run's first one (`--endpoint A --endpoint B`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointArm {
+    pub url: String,
+    pub base_url: String,
+    /// Its `--label`: names its results folder inside the run's, `vs-<label>`.
+    pub label: String,
+}
+
+/// Endpoints one run may compare.
+pub const MAX_ENDPOINTS: usize = 8;
 
 impl Plan {
     /// Builds and checks the plan of `turnbench run`. Reads data and profile files; starts no
@@ -156,6 +170,7 @@ impl Plan {
             request_timeout: Duration::from_secs_f64(args.request_timeout),
             ignore_eos: !args.no_ignore_eos,
         };
+        let (label, compare) = endpoints(args, &schedule)?;
         let mut settings = settings_json(args, &schedule, prompt_mode);
         let cluster = cluster::plan(&args.cluster, &schedule, &settings, args.seed, &source)?;
         if let Some(shard) = &cluster.shard {
@@ -166,6 +181,12 @@ impl Plan {
                 .into());
             }
             let count = preselected.chosen.len();
+            if !compare.is_empty() {
+                return Err(UsageError::new(
+                    "several --endpoint with --shard: compare the endpoints in an unsharded run",
+                )
+                .into());
+            }
             if count < shard.count as usize {
                 return Err(UsageError::new(format!(
                     "--shard {}/{}: the selection has only {count} conversations, so some shards would have none (use at most {count} shards)",
@@ -185,7 +206,7 @@ impl Plan {
             template,
             client,
             model,
-            endpoint: args.endpoint.clone(),
+            endpoint: args.endpoint.first().cloned(),
             warmup: args.warmup,
             think_time: Duration::from_secs_f64(args.think_time_ms / 1000.0),
             seed: args.seed,
@@ -194,7 +215,7 @@ impl Plan {
             max_error_rate: args.max_error_rate,
             calibrate: (args.calibrate_secs > 0.0).then(|| Duration::from_secs_f64(args.calibrate_secs)),
             results_dir: args.results_dir.clone(),
-            label: args.label.clone(),
+            label,
             list_conversations: args.selection.list_conversations,
             ab,
             exact_dir: None,
@@ -203,6 +224,32 @@ impl Plan {
             shard: cluster.shard,
             start_at: cluster.start_at,
             metrics_urls: cluster.metrics_urls,
+            compare,
+        })
+    }
+
+    /// The comparison arm of `arm`: the external endpoint it names, sending the exact prompts
+    /// the run (results in `dir_a`) sent, its results in `dir_a/vs-<label>`.
+    pub fn arm_endpoint(&self, dir_a: &std::path::Path, arm: &EndpointArm) -> Result<Plan> {
+        let workload = WorkloadSpec { kind: WorkloadKind::Replay, path: Some(dir_a.to_path_buf()), ..self.workload.clone() };
+        let source = Source::load(&workload)?;
+        let mut settings = self.settings.clone();
+        settings["compare"] = json!({"arm": arm.label, "endpoint": arm.url, "replay_of": dir_a});
+        Ok(Plan {
+            engine: Engine::External { base_url: arm.base_url.clone() },
+            workload,
+            source,
+            filter: SelectionFilter::default(),
+            // The run's client ceiling holds for this arm too; its replicas are the first endpoint's.
+            calibrate: None,
+            metrics_urls: Vec::new(),
+            endpoint: Some(arm.url.clone()),
+            exact_dir: Some(dir_a.join(format!("{}{}", crate::core::results::VS_DIR_PREFIX, arm.label))),
+            label: Some(arm.label.clone()),
+            list_conversations: false,
+            compare: Vec::new(),
+            settings,
+            ..self.clone()
         })
     }
 
@@ -232,6 +279,53 @@ impl Plan {
     pub fn shared_server(&self) -> bool {
         !self.engine.is_managed() || self.isolation == Isolation::Run
     }
+}
+
+/// `--endpoint` given more than once: the folder's label and the endpoints compared with the
+/// first. Labels: none, or one per endpoint.
+fn endpoints(args: &RunArgs, schedule: &SchedulePlan) -> Result<(Option<String>, Vec<EndpointArm>)> {
+    let (urls, labels) = (&args.endpoint, &args.label);
+    if urls.len() <= 1 {
+        if labels.len() > 1 {
+            return Err(UsageError::new("--label given more than once: one label per --endpoint, and there is one endpoint").into());
+        }
+        return Ok((labels.first().cloned(), Vec::new()));
+    }
+    if urls.len() > MAX_ENDPOINTS {
+        return Err(UsageError::new(format!("--endpoint: at most {MAX_ENDPOINTS} endpoints in one run")).into());
+    }
+    if !labels.is_empty() && labels.len() != urls.len() {
+        return Err(UsageError::new(format!(
+            "{} --endpoint but {} --label: give one label per endpoint, in order (or none)",
+            urls.len(),
+            labels.len()
+        ))
+        .into());
+    }
+    if !matches!(schedule, SchedulePlan::Sequential) {
+        return Err(UsageError::new(
+            "several --endpoint replay a single-user run: drop --concurrency / --qps / --sweep (many-user arms would not send the same prompts in the same order)",
+        )
+        .into());
+    }
+    if args.ab.is_some() {
+        return Err(UsageError::new("--ab with several --endpoint: compare endpoints or caching, one at a time").into());
+    }
+    let labels: Vec<String> =
+        if labels.is_empty() { (1..=urls.len()).map(|i| format!("endpoint-{i}")).collect() } else { labels.clone() };
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = labels.iter().find(|l| !seen.insert(l.as_str())) {
+        return Err(UsageError::new(format!("--label {dup}: given twice; each endpoint needs its own")).into());
+    }
+    if let Some(bad) = labels.iter().find(|l| l.is_empty() || l.contains(['/', '\\']) || l.starts_with('.')) {
+        return Err(UsageError::new(format!("--label {bad:?}: names a folder (no `/`, not empty, not starting with `.`)")).into());
+    }
+    let compare = urls[1..]
+        .iter()
+        .zip(&labels[1..])
+        .map(|(url, label)| Ok(EndpointArm { url: url.clone(), base_url: engine::parse_endpoint(url)?.base_url, label: label.clone() }))
+        .collect::<Result<_>>()?;
+    Ok((Some(labels[0].clone()), compare))
 }
 
 /// Seconds a timeout may be: long enough for any real request, short enough for every

@@ -19,12 +19,20 @@ fn replica_row(name: &str, w: &ReplicaWindow) -> Vec<String> {
     ]
 }
 
-/// Markdown for the replicas, the routing and the shards of `s`; empty when it has none.
-pub fn markdown_section(s: &Summary) -> String {
-    let mut out = String::new();
+/// One table of the section: for report.md and report.html alike.
+pub struct ClusterTable {
+    /// `id` of its HTML heading.
+    pub id: &'static str,
+    pub title: &'static str,
+    pub intro: &'static str,
+    pub headers: &'static [&'static str],
+    pub rows: Vec<Vec<String>>,
+}
+
+/// The replicas, the routing and the shards of `s`, as tables; empty when it has none.
+pub fn tables(s: &Summary) -> Vec<ClusterTable> {
+    let mut out = Vec::new();
     if !s.replicas.is_empty() {
-        out.push_str("\n## Replicas\n\n");
-        out.push_str("What each server behind the endpoint counted itself (its own `/metrics`), over the run and per level.\n\n");
         let mut rows = Vec::new();
         for r in &s.replicas {
             let name = match &r.url {
@@ -36,16 +44,21 @@ pub fn markdown_section(s: &Summary) -> String {
                 rows.push(replica_row("", w));
             }
         }
-        out.push_str(&md_table(
-            &["Replica", "window", "cache hits (tok)", "queries (tok)", "hit rate", "KV usage max %", "running max", "waiting max", "preemptions"],
-            &rows,
-        ));
+        out.push(ClusterTable {
+            id: "replicas",
+            title: "Replicas",
+            intro: "What each server behind the endpoint counted itself (its own /metrics), over the run and per level.",
+            headers: &["Replica", "window", "cache hits (tok)", "queries (tok)", "hit rate", "KV usage max %", "running max", "waiting max", "preemptions"],
+            rows,
+        });
     }
     if let Some(r) = &s.routing {
-        out.push_str("\n### Routing against one shared cache\n\n");
-        out.push_str(&md_table(
-            &["replicas", "hits (sum)", "queries (sum)", "server total hits", "reuse", "ideal shared cache", "lost (points)", "lost (tokens)"],
-            &[vec![
+        out.push(ClusterTable {
+            id: "routing",
+            title: "Routing against one shared cache",
+            intro: "The ideal is the ledger's: every prompt served by one cache that never forgets. What the replicas reused less was lost to routing a prefix away from the replica that held it (and to separate caches).",
+            headers: &["replicas", "hits (sum)", "queries (sum)", "server total hits", "reuse", "ideal shared cache", "lost (points)", "lost (tokens)"],
+            rows: vec![vec![
                 r.replicas.to_string(),
                 r.replica_hits.to_string(),
                 r.replica_queries.to_string(),
@@ -55,34 +68,44 @@ pub fn markdown_section(s: &Summary) -> String {
                 f1(r.lost_pct_points),
                 opt(r.lost_tokens),
             ]],
-        ));
-        out.push_str("\nThe ideal is the ledger's: every prompt served by one cache that never forgets. What the replicas reused less was lost to routing a prefix away from the replica that held it (and to separate caches).\n");
+        });
     }
     if !s.shards.is_empty() {
-        out.push_str("\n## Shards\n\n");
-        out.push_str("Each client process of this merged run: a shard whose requests left late, or whose machine was busy, shaped its numbers.\n\n");
-        let rows: Vec<Vec<String>> = s
-            .shards
-            .iter()
-            .map(|h| {
-                vec![
-                    h.index.to_string(),
-                    h.records.to_string(),
-                    h.ok.to_string(),
-                    f1(h.queue_p99_ms),
-                    f1(h.ttft_p50_ms),
-                    f1(h.cpu_mean_pct),
-                    f1(h.cpu_max_pct),
-                    f1(h.ceiling_requests_per_s),
-                    format!("{:.1}", h.offset_ms),
-                    if h.completed { "yes".into() } else { "no".into() },
-                ]
-            })
-            .collect();
-        out.push_str(&md_table(
-            &["shard", "records", "ok", "schedule lag p99 ms", "TTFT p50 ms", "CPU mean %", "CPU max %", "client ceiling req/s", "clock offset ms", "completed"],
-            &rows,
-        ));
+        out.push(ClusterTable {
+            id: "shards",
+            title: "Shards",
+            intro: "Each client process of this merged run: a shard whose requests left late, or whose machine was busy, shaped its numbers.",
+            headers: &["shard", "records", "ok", "schedule lag p99 ms", "TTFT p50 ms", "CPU mean %", "CPU max %", "client ceiling req/s", "clock offset ms", "completed"],
+            rows: s
+                .shards
+                .iter()
+                .map(|h| {
+                    vec![
+                        h.index.to_string(),
+                        h.records.to_string(),
+                        h.ok.to_string(),
+                        f1(h.queue_p99_ms),
+                        f1(h.ttft_p50_ms),
+                        f1(h.cpu_mean_pct),
+                        f1(h.cpu_max_pct),
+                        f1(h.ceiling_requests_per_s),
+                        format!("{:.1}", h.offset_ms),
+                        if h.completed { "yes".into() } else { "no".into() },
+                    ]
+                })
+                .collect(),
+        });
+    }
+    out
+}
+
+/// The tables as report.md sections.
+pub fn markdown_section(s: &Summary) -> String {
+    let mut out = String::new();
+    for t in tables(s) {
+        let level = if t.id == "routing" { "###" } else { "##" };
+        out.push_str(&format!("\n{level} {}\n\n{}\n\n", t.title, t.intro));
+        out.push_str(&md_table(t.headers, &t.rows));
     }
     out
 }

@@ -638,6 +638,12 @@ pub fn page(input: &ReportInput) -> String {
     if input.timeline.is_some() {
         out.push_str(r##"<a href="#resources">Resources</a>"##);
     }
+    if !s.replicas.is_empty() {
+        out.push_str(r##"<a href="#replicas">Replicas</a>"##);
+    }
+    if !s.shards.is_empty() {
+        out.push_str(r##"<a href="#shards">Shards</a>"##);
+    }
     out.push_str(r##"<a href="#errors">Errors</a><a href="#run">Run and system</a></nav>"##);
 
     // A load run is about its levels: they come first.
@@ -654,6 +660,10 @@ pub fn page(input: &ReportInput) -> String {
         ab_section(&mut out, ab);
     }
     resources_section(&mut out, input);
+    for t in super::cluster::tables(s) {
+        let _ = write!(out, r#"<h2 id="{}">{}</h2><p class="note">{}</p>"#, t.id, esc(t.title), esc(t.intro));
+        out.push_str(&table(t.headers, &t.rows, false));
+    }
     errors_section(&mut out, s);
     run_section(&mut out, input.manifest, input.system);
     tail(&mut out);

@@ -171,6 +171,22 @@ pub fn load_run(dir: &Path) -> Result<LoadedRun> {
     Ok(LoadedRun { dir: dir.to_path_buf(), manifest, records, warnings })
 }
 
+/// Compares the run in `dir` (whose summary is `summary`) with the one in `other_dir`, and writes
+/// `compare-<other>.md` and `compare-<other>.html` into `dir`; returns the comparison and both paths.
+pub fn write_comparison(dir: &Path, summary: &Summary, other_dir: &Path) -> Result<(Comparison, PathBuf, PathBuf)> {
+    let other = load_run(other_dir)?;
+    for w in &other.warnings {
+        eprintln!("warning: {w}");
+    }
+    let other_summary = crate::analysis::summarize(&other.records, &other.manifest);
+    let cmp = compare(&folder_name(dir), summary, &folder_name(other_dir), &other_summary);
+    let md = dir.join(compare_file_name(other_dir));
+    write_atomic(&md, compare_markdown(&cmp).as_bytes())?;
+    let page = dir.join(compare_html_file_name(other_dir));
+    write_atomic(&page, compare_page(&cmp, summary, &other_summary).as_bytes())?;
+    Ok((cmp, md, page))
+}
+
 /// A folder's display name (its last component, made file-name safe).
 pub fn folder_name(dir: &Path) -> String {
     let canonical = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());

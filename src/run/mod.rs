@@ -10,6 +10,7 @@
 
 mod ab;
 mod calibrate;
+mod compare;
 mod load;
 mod progress;
 mod servers;
@@ -53,6 +54,11 @@ pub async fn execute(plan: Plan) -> Result<Option<PathBuf>> {
     let mut result = drive(&plan, &stop, &abort).await;
     if let (true, Ok(Some(dir))) = (plan.ab, &result) {
         result = ab::arm_b(&plan, dir, &stop, &abort).await.map(|()| Some(dir.clone()));
+    }
+    for other in &plan.compare {
+        let Ok(Some(dir)) = &result else { break };
+        let dir = dir.clone();
+        result = compare::arm(&plan, &dir, other, &stop, &abort).await.map(|()| Some(dir));
     }
     signals.abort();
     result
