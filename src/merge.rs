@@ -73,6 +73,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Summary> {
         });
         records.extend(s.run.records.iter().cloned().map(|mut r| {
             r.timing.shift(off);
+            r.settle();
             r.shard = Some(s.info.index);
             r
         }));

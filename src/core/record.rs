@@ -130,8 +130,10 @@ impl ReuseFlag {
 }
 
 /// Raw client-side timing of one streamed request. All instants are milliseconds since the
-/// run's monotonic origin (`RunClock`).
+/// run's monotonic origin (`RunClock`). In `turns.jsonl` (see [`compact`]) the instants are
+/// rounded to the microsecond and the chunk arrivals written as integer microsecond gaps.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "compact::TimingLine", into = "compact::TimingLine")]
 pub struct RequestTiming {
     /// When the scheduler wanted the request sent (open loop); equals `sent_ms` in closed loop.
     pub scheduled_ms: f64,
@@ -145,19 +147,149 @@ pub struct RequestTiming {
 }
 
 /// Per-request numbers derived from `RequestTiming` and token counts (DESIGN §5 definitions).
+/// Written rounded to the microsecond (tokens/s to a thousandth), unknown ones left out.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Derived {
+    #[serde(serialize_with = "compact::us")]
     pub queue_ms: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "compact::us_opt")]
     pub ttft_ms: Option<f64>,
+    #[serde(serialize_with = "compact::us")]
     pub e2e_ms: f64,
+    #[serde(serialize_with = "compact::us")]
     pub latency_from_schedule_ms: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "compact::us_opt")]
     pub tpot_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "compact::us_opt")]
     pub itl_mean_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "compact::us_opt")]
     pub output_tps: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "compact::us_opt")]
     pub decode_tps: Option<f64>,
 }
 
+/// How a record is written to `turns.jsonl`, compactly (hundreds of bytes a record, not
+/// kilobytes: a long run's file stays small and quick to read back), and read back from files
+/// of this and of older versions.
+pub mod compact {
+    use serde::{Deserialize, Serialize, Serializer};
+
+    use super::RequestTiming;
+
+    /// Milliseconds kept to the microsecond: below any clock turnbench reads, and short to write.
+    pub fn round_us(ms: f64) -> f64 {
+        if ms.is_finite() && ms.abs() < 1e12 {
+            (ms * 1000.0).round() / 1000.0
+        } else {
+            ms
+        }
+    }
+
+    pub fn us<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(round_us(*v))
+    }
+
+    pub fn us_opt<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.serialize_some(&round_us(*v)),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// `RequestTiming` as a line holds it. `chunk_gaps_us`: the first content chunk's arrival
+    /// after `sent_ms`, then each next chunk's after the one before, in whole microseconds
+    /// (inter-token latencies exact to the microsecond). Files of older versions hold the
+    /// absolute `content_chunk_ms` instead; both are read.
+    #[derive(Serialize, Deserialize)]
+    pub struct TimingLine {
+        #[serde(serialize_with = "us")]
+        scheduled_ms: f64,
+        #[serde(serialize_with = "us")]
+        sent_ms: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "us_opt")]
+        first_token_ms: Option<f64>,
+        #[serde(serialize_with = "us")]
+        end_ms: f64,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        chunk_gaps_us: Vec<u64>,
+        #[serde(default, skip_serializing)]
+        content_chunk_ms: Vec<f64>,
+    }
+
+    impl From<RequestTiming> for TimingLine {
+        fn from(t: RequestTiming) -> Self {
+            let mut previous = t.sent_ms;
+            let chunk_gaps_us = t
+                .content_chunk_ms
+                .iter()
+                .map(|&at| {
+                    // Rounded from absolute instants, so gaps never add up to drift.
+                    let gap = ((at - t.sent_ms) * 1000.0).round() - ((previous - t.sent_ms) * 1000.0).round();
+                    previous = at;
+                    if gap.is_finite() && gap > 0.0 { gap as u64 } else { 0 }
+                })
+                .collect();
+            TimingLine {
+                scheduled_ms: t.scheduled_ms,
+                sent_ms: t.sent_ms,
+                first_token_ms: t.first_token_ms,
+                end_ms: t.end_ms,
+                chunk_gaps_us,
+                content_chunk_ms: Vec::new(),
+            }
+        }
+    }
+
+    impl From<TimingLine> for RequestTiming {
+        fn from(l: TimingLine) -> Self {
+            let content_chunk_ms = if l.chunk_gaps_us.is_empty() {
+                l.content_chunk_ms
+            } else {
+                // As `round_us` computes an instant, so that a record read back equals the one
+                // written.
+                let mut at_us = (l.sent_ms * 1000.0).round();
+                l.chunk_gaps_us
+                    .iter()
+                    .map(|gap| {
+                        at_us += *gap as f64;
+                        at_us / 1000.0
+                    })
+                    .collect()
+            };
+            RequestTiming {
+                scheduled_ms: l.scheduled_ms,
+                sent_ms: l.sent_ms,
+                first_token_ms: l.first_token_ms,
+                end_ms: l.end_ms,
+                content_chunk_ms,
+            }
+        }
+    }
+}
+
+impl TurnRecord {
+    /// The record as `turns.jsonl` holds it: instants to the microsecond, and `derived`
+    /// computed from them (the same numbers whether a report is built during the run or from
+    /// the file later).
+    pub fn settle(&mut self) {
+        self.timing.round_to_us();
+        self.derived = self.timing.derive(self.usage.completion_tokens);
+    }
+}
+
 impl RequestTiming {
+    /// Every instant to the microsecond ([`compact::round_us`]).
+    pub fn round_to_us(&mut self) {
+        use compact::round_us;
+        self.scheduled_ms = round_us(self.scheduled_ms);
+        self.sent_ms = round_us(self.sent_ms);
+        self.end_ms = round_us(self.end_ms);
+        self.first_token_ms = self.first_token_ms.map(round_us);
+        for t in &mut self.content_chunk_ms {
+            *t = round_us(*t);
+        }
+    }
+
     /// Moves every instant by `offset_ms` (onto another run clock).
     pub fn shift(&mut self, offset_ms: f64) {
         self.scheduled_ms += offset_ms;
@@ -209,9 +341,12 @@ impl RequestTiming {
 /// Token counts of one request, as the server reported them in `usage`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_tokens: Option<u64>,
     /// `usage.prompt_tokens_details.cached_tokens`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_tokens: Option<u64>,
 }
 
@@ -219,25 +354,32 @@ pub struct Usage {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CacheObservation {
     /// Delta of `vllm:prefix_cache_hits_total` over the turn (exact only with one request in flight).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_hits: Option<u64>,
     /// Delta of `vllm:prefix_cache_queries_total` over the turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_queries: Option<u64>,
     /// Longest common token prefix with the previous prompt of this conversation followed by
     /// the tokens generated for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub common_prefix_tokens: Option<u64>,
     /// What an unbounded cache of everything this server was sent and generated since its start
     /// or last reset would reuse: whole blocks, the last prompt token always computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_reusable_tokens: Option<u64>,
     /// The same under the server's real capacity (LRU over `num_gpu_blocks`), when known.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predicted_reusable_tokens: Option<u64>,
     /// Token count of the previous prompt of this conversation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_prompt_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_size: Option<u64>,
     /// Where the prompt and answer token ids came from: `server` (`return_token_ids`),
     /// `tokenize` (`/tokenize`), absent when unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flag: Option<ReuseFlag>,
 }
 
@@ -247,6 +389,7 @@ pub struct TurnRecord {
     /// Index of the test this request belongs to (one conversation = one test in single-user mode).
     pub test: u32,
     pub conversation_id: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
     /// 1-based turn number within the conversation.
     pub turn: u32,
@@ -258,12 +401,16 @@ pub struct TurnRecord {
     /// Concurrent session / user index for multi-user runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rag_phase: Option<RagPhase>,
     /// RAG actions applied right before this turn, e.g. `inject:doc-a@system`, `remove:doc-a`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rag_actions: Vec<String>,
     pub max_tokens: u32,
     pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub timing: RequestTiming,
     pub derived: Derived,
@@ -410,7 +557,10 @@ pub fn read_records(path: &Path) -> Result<(Vec<TurnRecord>, Vec<String>)> {
             continue;
         }
         match serde_json::from_str::<TurnRecord>(line) {
-            Ok(r) => records.push(r),
+            Ok(mut r) => {
+                r.settle();
+                records.push(r)
+            }
             Err(e) if i + 1 == last => {
                 warnings.push(format!("{}:{}: skipped a truncated last record ({e})", path.display(), i + 1))
             }
@@ -468,7 +618,9 @@ impl Recorder {
     }
 
     /// Records a turn and what it sent and received.
-    pub fn record_turn(&self, record: TurnRecord, audit: Option<Audit>) -> Result<()> {
+    pub fn record_turn(&self, mut record: TurnRecord, audit: Option<Audit>) -> Result<()> {
+        // Kept as `turns.jsonl` keeps it, so a report rebuilt from the file is this run's own.
+        record.settle();
         if let Some(observe) = &self.observer {
             observe(&record);
         }
@@ -528,5 +680,50 @@ mod status_tests {
         assert!(why(Some(1_000_000_000_000_000_000), Some(16), None, None).contains("prompt_tokens = 1000000000000000000"));
         assert!(why(Some(10), Some(5000), None, None).contains("far above max_tokens 16"));
         assert!(why(Some(5000), Some(16), None, Some(4096)).contains("context of 4096"));
+    }
+}
+
+#[cfg(test)]
+mod compact_tests {
+    use super::*;
+
+    fn record() -> TurnRecord {
+        let timing = RequestTiming {
+            scheduled_ms: 1000.123_456_7,
+            sent_ms: 1000.223_456_7,
+            first_token_ms: Some(1012.345_678_9),
+            end_ms: 1042.999_999_9,
+            content_chunk_ms: vec![1012.345_678_9, 1022.4, 1032.400_000_4, 1042.9],
+        };
+        TurnRecord {
+            conversation_id: "c".into(),
+            usage: Usage { completion_tokens: Some(4), ..Default::default() },
+            timing,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_record_reads_back_as_it_was_kept() {
+        let mut r = record();
+        r.settle();
+        assert_eq!(r.timing.sent_ms, 1000.223);
+        assert_eq!(r.timing.content_chunk_ms[2], 1032.4);
+        let line = serde_json::to_string(&r).unwrap();
+        assert!(line.contains(r#""chunk_gaps_us":[12123,10054,10000,10500]"#), "{line}");
+        assert!(!line.contains("null") && !line.contains("content_chunk_ms") && !line.contains("rag_actions"), "{line}");
+        let mut back: TurnRecord = serde_json::from_str(&line).unwrap();
+        back.settle();
+        assert_eq!(back, r, "bit for bit: a report from the file is the run's own");
+        assert_eq!(back.timing.itl_ms(), r.timing.itl_ms());
+    }
+
+    #[test]
+    fn older_lines_with_absolute_chunk_times_still_read() {
+        let old = r#"{"test":1,"conversation_id":"c","tags":[],"turn":1,"warmup":false,"rag_phase":null,"rag_actions":[],"max_tokens":8,"status":"ok","http_status":200,"error":null,"timing":{"scheduled_ms":1.5,"sent_ms":1.5,"first_token_ms":3.25,"end_ms":9.0,"content_chunk_ms":[3.25,5.5,9.0]},"derived":{"queue_ms":0.0,"ttft_ms":1.75,"e2e_ms":7.5,"latency_from_schedule_ms":7.5,"tpot_ms":null,"itl_mean_ms":null,"output_tps":null,"decode_tps":null},"usage":{"prompt_tokens":null,"completion_tokens":3,"cached_tokens":null},"output_chunks":3,"cache":{"server_hits":null,"server_queries":null,"common_prefix_tokens":null,"expected_reusable_tokens":null,"previous_prompt_tokens":null,"block_size":null,"flag":null}}"#;
+        let r: TurnRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(r.timing.content_chunk_ms, vec![3.25, 5.5, 9.0]);
+        assert_eq!(r.timing.itl_ms(), vec![2.25, 3.5]);
+        assert_eq!(r.derived.ttft_ms, Some(1.75));
     }
 }
