@@ -9,6 +9,9 @@
 //! simulator's (its process, from /proc/PID/stat) and their ratio, the schedule lag
 //! (`sent − scheduled` of open-loop first turns) p50/p99, and the bytes per record of
 //! `turns.jsonl`. Compare ratios from one run: these machines are shared and noisy.
+//! Last, the TTFT turnbench's client measures against a raw-socket reference (a keep-alive TCP
+//! connection writing the request bytes and timing the first content byte), alternating one
+//! request each, one at a time: the difference is what the client adds to every TTFT.
 //! Knobs (environment): LOAD_BENCH_SECS (5), LOAD_BENCH_CONCURRENCY (32),
 //! LOAD_BENCH_RATES (1000,4000,8000).
 
@@ -154,7 +157,72 @@ fn main() {
             let bytes = std::fs::metadata(tmp.path().join("turns.jsonl")).map_or(0, |m| m.len());
             report(&name, &recorder.records(), &w, cpu, sim_cpu, bytes);
         }
+        ttft_overhead(&client, &base_url, &server.model).await;
     });
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// TTFT through turnbench's client and through a raw socket, alternating, one request in flight.
+async fn ttft_overhead(client: &Client, base_url: &str, model: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const N: usize = 400;
+    let messages = vec![turnbench::core::chat::ChatMessage { role: "user".into(), content: "How fast is the first token?".into() }];
+    let body = serde_json::json!({
+        "model": model, "messages": messages, "max_tokens": 16, "stream": true,
+        "stream_options": {"include_usage": true}, "ignore_eos": true,
+    })
+    .to_string();
+    let addr = base_url.trim_start_matches("http://").trim_end_matches('/').to_string();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: text/event-stream\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    socket.set_nodelay(true).unwrap();
+    let (mut ours, mut raw) = (Vec::with_capacity(N), Vec::with_capacity(N));
+    let mut buf = vec![0u8; 64 * 1024];
+    for i in 0..N + 20 {
+        let chat = turnbench::client::ChatRequest { base_url, model, messages: &messages, max_tokens: 16, return_token_ids: false };
+        let outcome = client.stream_chat(&chat, client.clock().now_ms()).await;
+        let t = outcome.timing.first_token_ms.map(|f| f - outcome.timing.sent_ms);
+        // Raw: the same request's bytes; the first token is the first `"content":"<non-empty>`.
+        let start = std::time::Instant::now();
+        socket.write_all(request.as_bytes()).await.unwrap();
+        let (mut seen, mut first) = (Vec::new(), None);
+        loop {
+            let n = socket.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the simulator closed the connection");
+            seen.extend_from_slice(&buf[..n]);
+            if first.is_none() && has_content(&seen) {
+                first = Some(start.elapsed().as_secs_f64() * 1000.0);
+            }
+            if seen.ends_with(b"\r\n0\r\n\r\n") {
+                break;
+            }
+        }
+        if i >= 20 {
+            // The first requests warm both paths up.
+            ours.extend(t);
+            raw.extend(first);
+        }
+    }
+    let (ours, raw) = (sorted_finite(ours), sorted_finite(raw));
+    let p = |v: &[f64], q: f64| percentile_sorted(v, q).unwrap_or(f64::NAN);
+    println!(
+        "TTFT, one request at a time ({} each): turnbench p50 {:.3} ms p99 {:.3} ms; raw socket p50 {:.3} ms p99 {:.3} ms; client overhead p50 {:+.3} ms p99 {:+.3} ms",
+        ours.len(),
+        p(&ours, 50.0),
+        p(&ours, 99.0),
+        p(&raw, 50.0),
+        p(&raw, 99.0),
+        p(&ours, 50.0) - p(&raw, 50.0),
+        p(&ours, 99.0) - p(&raw, 99.0),
+    );
+}
+
+/// Whether the response bytes so far hold a chunk with non-empty content.
+fn has_content(bytes: &[u8]) -> bool {
+    let needle = b"\"content\":\"";
+    bytes.windows(needle.len() + 1).any(|w| &w[..needle.len()] == needle && w[needle.len()] != b'"')
 }
