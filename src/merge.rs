@@ -33,6 +33,9 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Summary> {
     let offset_ms = |s: &ShardRun| s.origin.duration_since(common).as_secs_f64() * 1000.0;
 
     let mut records = Vec::new();
+    // One shard's timeline stands for the run: every shard watched the same server (its
+    // counters would interleave out of step), and each its own machine (whose CPU is in
+    // `merged_from`). The shard that sampled longest is the one.
     let mut timeline = Timeline::default();
     let mut windows: Vec<Vec<LevelWindow>> = Vec::new();
     let mut merged_from = Vec::new();
@@ -42,16 +45,13 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Summary> {
             eprintln!("warning: shard {}: {w}", s.info.index);
         }
         let mut shard_timeline = Timeline::read(&s.run.dir)?.unwrap_or_default();
-        let cpu: Vec<f64> = shard_timeline
-            .samples
-            .iter()
-            .filter(|x| x.source == source::SYSTEM && x.metric == metric::CPU_PCT && x.device == "all")
-            .map(|x| x.value)
-            .collect();
+        let cpu: Vec<f64> = shard_timeline.series(source::SYSTEM, metric::CPU_PCT).filter(|x| x.device == "all").map(|x| x.value).collect();
         for sample in &mut shard_timeline.samples {
             sample.t_ms += off;
         }
-        timeline.samples.append(&mut shard_timeline.samples);
+        if span(&shard_timeline) > span(&timeline) {
+            timeline = shard_timeline;
+        }
         if let Some(mut load) = LoadSettings::from_manifest(&s.run.manifest) {
             for w in &mut load.levels {
                 w.start_ms += off;
@@ -100,6 +100,10 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Summary> {
         for s in &shards {
             if let Ok(bytes) = std::fs::read(s.run.dir.join(name)) {
                 joined.extend_from_slice(&bytes);
+                // A shard killed mid-line: its torn line must not swallow the next shard's first.
+                if !joined.is_empty() && !joined.ends_with(b"\n") {
+                    joined.push(b'\n');
+                }
             }
         }
         results::write_atomic(&out.join(name), &joined)?;
@@ -111,10 +115,16 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Summary> {
     report::write_reports(out, &records, &manifest)
 }
 
+/// How long a timeline sampled, ms (0 without samples).
+fn span(t: &Timeline) -> f64 {
+    let times = t.samples.iter().map(|s| s.t_ms);
+    let (lo, hi) = times.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
+    if hi >= lo { hi - lo } else { 0.0 }
+}
+
 /// The shard folders of `dirs` (each a shard folder or a folder of them), read and checked to be
 /// the N shards of one run, in index order.
 fn find_and_check(dirs: &[PathBuf], out: &Path) -> Result<Vec<ShardRun>> {
-    let out_canonical = out.canonicalize().ok();
     let mut folders = Vec::new();
     for d in dirs {
         if d.join(MANIFEST_FILE).is_file() {
@@ -127,7 +137,6 @@ fn find_and_check(dirs: &[PathBuf], out: &Path) -> Result<Vec<ShardRun>> {
             .flatten()
             .map(|e| e.path())
             .filter(|p| p.join(MANIFEST_FILE).is_file())
-            .filter(|p| out_canonical.is_none() || p.canonicalize().ok() != out_canonical)
             .collect();
         if inside.is_empty() {
             return Err(UsageError::new(format!("{}: holds no results folder (no {MANIFEST_FILE} in it or below)", d.display())).into());
@@ -145,6 +154,15 @@ fn find_and_check(dirs: &[PathBuf], out: &Path) -> Result<Vec<ShardRun>> {
         let info = run.manifest.shard.clone().ok_or_else(|| {
             UsageError::new(format!("{}: not a shard (its run had no --shard); merge joins the shards of one run", folder.display()))
         })?;
+        if !(1..=info.count).contains(&info.index) || info.count > crate::plan::MAX_SHARDS {
+            return Err(UsageError::new(format!(
+                "{}: the manifest's shard {}/{} is out of range",
+                folder.display(),
+                info.index,
+                info.count
+            ))
+            .into());
+        }
         let origin = run
             .manifest
             .clock_origin
@@ -245,6 +263,11 @@ fn merged_manifest(
         m.settings[SETTINGS_KEY] = serde_json::to_value(&load)?;
     }
     m.settings["cluster"]["merged_shards"] = shards.len().into();
+    let conversations: Option<u64> =
+        manifests.iter().map(|x| x.settings.pointer("/multi_user/conversations").and_then(|v| v.as_u64())).sum();
+    if let Some(n) = conversations {
+        m.settings["multi_user"]["conversations"] = n.into();
+    }
     m.merged_from = merged_from;
     Ok(m)
 }

@@ -110,16 +110,18 @@ fn two_suite_shards_cover_the_selection_once_and_merge_exactly() {
 fn the_plan_refuses_what_cannot_be_sharded() {
     let tmp = tempfile::tempdir().unwrap();
     let past = jiff::Timestamp::now().checked_sub(jiff::SignedDuration::from_secs(120)).unwrap().to_string();
+    let e = "http://127.0.0.1:9";
     for (args, expect) in [
-        (vec!["--shard", "1/2"], "--run-id"),
-        (vec!["--run-id", "x"], "--shard"),
-        (vec!["--shard", "3/2", "--run-id", "x"], "between 1 and N"),
-        (vec!["--shard", "job/2", "--run-id", "x"], "JOB_COMPLETION_INDEX"),
-        (vec!["--shard", "1/2", "--run-id", "x", "--sweep", "auto"], "--sweep auto"),
-        (vec!["--shard", "1/4", "--run-id", "x", "--concurrency", "3"], "without a client"),
-        (vec!["--shard", "1/2", "--run-id", "x", "--ab", "prefix-caching"], "--ab"),
-        (vec!["--start-at", &past], "ago"),
-        (vec!["--metrics-url", "nope"], "--metrics-url"),
+        (vec!["--endpoint", e, "--shard", "1/2"], "--run-id"),
+        (vec!["--endpoint", e, "--run-id", "x"], "--shard"),
+        (vec!["--endpoint", e, "--shard", "3/2", "--run-id", "x"], "between 1 and N"),
+        (vec!["--endpoint", e, "--shard", "job/2", "--run-id", "x"], "JOB_COMPLETION_INDEX"),
+        (vec!["--endpoint", e, "--shard", "1/2", "--run-id", "x", "--sweep", "auto"], "--sweep auto"),
+        (vec!["--endpoint", e, "--shard", "1/4", "--run-id", "x", "--concurrency", "3"], "without a client"),
+        (vec!["--shard", "1/2", "--run-id", "x"], "needs --endpoint"),
+        (vec!["--metrics-url", "http://a/metrics"], "managed engine"),
+        (vec!["--endpoint", e, "--start-at", &past], "ago"),
+        (vec!["--endpoint", e, "--metrics-url", "nope"], "not a URL"),
     ] {
         let out = turnbench(tmp.path()).arg("run").args(&args).env_remove("JOB_COMPLETION_INDEX").output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", show(&out));

@@ -63,6 +63,7 @@ fn endpoint_comparisons_the_plan_refuses() {
         (vec!["--endpoint", a, "--endpoint", b, "--label", "x", "--label", "x"], "given twice"),
         (vec!["--endpoint", a, "--endpoint", b, "--concurrency", "2"], "single-user"),
         (vec!["--endpoint", a, "--label", "x", "--label", "y"], "one endpoint"),
+        (vec!["--endpoint", a, "--endpoint", "http://other.example:8000", "--api-key", "k"], "another host"),
         (vec!["--endpoint", &format!("{a}/v1/completions"), "--endpoint", &format!("{b}/v1/chat/completions")], "same prompts"),
     ] {
         let out = turnbench(tmp.path()).arg("run").args(&args).output().unwrap();

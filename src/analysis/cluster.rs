@@ -77,14 +77,18 @@ pub struct ShardHealth {
     pub completed: bool,
 }
 
-/// A counter's movement over `[from, to]`: its last value at or before `to` minus its last at
-/// or before `from` (the first sample when none is that early). A counter that went down was
-/// reset: its movement is its value.
+/// A counter's growth over `[from, to]`, step by step from its last sample at or before `from`
+/// (the first sample when none is that early) to its last at or before `to`. A step down is a
+/// reset (the server restarted: a fresh server per test): its growth is the value it reset to.
 fn counter_delta(series: &[&Sample], from: f64, to: f64) -> Option<u64> {
-    let at = |t: f64| series.iter().rev().find(|s| s.t_ms <= t).or(series.first()).map(|s| s.value);
-    let (a, b) = (at(from)?, at(to)?);
-    let moved = if b < a { b } else { b - a };
-    (moved.is_finite() && moved >= 0.0).then(|| moved.round() as u64)
+    let start = series.iter().rposition(|s| s.t_ms <= from).unwrap_or(0);
+    let end = series.iter().rposition(|s| s.t_ms <= to)?;
+    let mut growth = 0.0;
+    for w in series.get(start..=end.max(start))?.windows(2) {
+        let (a, b) = (w[0].value, w[1].value);
+        growth += if b < a { b } else { b - a };
+    }
+    (growth.is_finite() && growth >= 0.0).then(|| growth.round() as u64)
 }
 
 fn gauge_max(series: &[&Sample], from: f64, to: f64) -> Option<f64> {
@@ -258,6 +262,7 @@ mod tests {
         assert_eq!(counter_delta(&refs, 150.0, 250.0), Some(12));
         assert_eq!(counter_delta(&refs, -50.0, 100.0), Some(3), "before the first sample: the first");
         assert_eq!(counter_delta(&refs, 200.0, 300.0), Some(2), "a reset counter moved by its value");
+        assert_eq!(counter_delta(&refs, 0.0, 300.0), Some(17), "growth before a reset is kept: 3 + 12 + 2");
         assert_eq!(counter_delta(&[], 0.0, 1.0), None);
     }
 }

@@ -163,7 +163,7 @@ pub fn summarize_resources(records: &[TurnRecord], timeline: &Timeline) -> Resou
             let gpu_mem = Points::summed_per_tick(
                 samples.iter().copied().filter(|s| s.source == source::GPU && s.metric == metric::MEM_USED_MIB),
             );
-            let preempt = pts(source::SERVER, "preemptions_total");
+            let preempt = pts(source::SERVER, metric::PREEMPTIONS_TOTAL);
             TestResources {
                 test,
                 conversation_id: records.iter().find(|r| r.test == test && !r.warmup).map(|r| r.conversation_id.clone()),

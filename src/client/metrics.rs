@@ -81,7 +81,8 @@ impl ServerSnapshot {
     /// Parses a Prometheus text exposition. Only the families turnbench reads are handed to the
     /// parser, so a quirk in any other family (servers expose hundreds) cannot hide these.
     pub fn parse(text: &str) -> Result<Self> {
-        Ok(Self::parse_by_engine(text)?.0)
+        let exposition = parse_prometheus(&keep_families(text, &FAMILIES)).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        Self::from_exposition(&exposition, None)
     }
 
     /// The snapshot summed over every series, and one per value of the `engine` label when the

@@ -218,13 +218,15 @@ pub mod compact {
 
     impl From<RequestTiming> for TimingLine {
         fn from(t: RequestTiming) -> Self {
-            let mut previous = t.sent_ms;
+            // Gaps between instants rounded to the microsecond (as the reader rebuilds them), so
+            // they never add up to drift.
+            let mut previous = (t.sent_ms * 1000.0).round();
             let chunk_gaps_us = t
                 .content_chunk_ms
                 .iter()
                 .map(|&at| {
-                    // Rounded from absolute instants, so gaps never add up to drift.
-                    let gap = ((at - t.sent_ms) * 1000.0).round() - ((previous - t.sent_ms) * 1000.0).round();
+                    let at = (at * 1000.0).round();
+                    let gap = at - previous;
                     previous = at;
                     if gap.is_finite() && gap > 0.0 { gap as u64 } else { 0 }
                 })
@@ -312,8 +314,11 @@ impl RequestTiming {
         let queue_ms = (self.sent_ms - self.scheduled_ms).max(0.0);
         let e2e_ms = self.end_ms - self.sent_ms;
         let ttft_ms = self.first_token_ms.map(|t| t - self.sent_ms);
-        let itl = self.itl_ms();
-        let itl_mean_ms = (!itl.is_empty()).then(|| itl.iter().sum::<f64>() / itl.len() as f64);
+        // The gaps' mean is the span over their count: no list to build for it.
+        let itl_mean_ms = match self.content_chunk_ms.as_slice() {
+            [first, .., last] => Some((last - first) / (self.content_chunk_ms.len() - 1) as f64),
+            _ => None,
+        };
         let (tpot_ms, decode_tps) = match (ttft_ms, output_tokens) {
             (Some(ttft), Some(n)) if n > 1 && e2e_ms > ttft => {
                 let decode = e2e_ms - ttft;

@@ -38,7 +38,22 @@ impl ClusterPlan {
     }
 }
 
-pub fn plan(args: &ClusterArgs, schedule: &SchedulePlan, settings: &serde_json::Value, seed: u64, source: &Source) -> Result<ClusterPlan> {
+pub fn plan(
+    args: &ClusterArgs,
+    schedule: &SchedulePlan,
+    settings: &serde_json::Value,
+    seed: u64,
+    source: &Source,
+    managed: bool,
+) -> Result<ClusterPlan> {
+    // Shards share one server they do not own; replicas are behind an endpoint turnbench did not
+    // start. A managed engine per shard would be N servers each offered 1/N of the load.
+    if managed && args.shard.is_some() {
+        return Err(UsageError::new("--shard splits the load on one server: it needs --endpoint URL (each shard would start a server of its own)").into());
+    }
+    if managed && !args.metrics_urls.is_empty() {
+        return Err(UsageError::new("--metrics-url names the replicas behind an --endpoint; a managed engine is one server (its /metrics is read already)").into());
+    }
     let start_at = args.start_at.as_deref().map(start_at).transpose()?;
     let metrics_urls = metrics_urls(&args.metrics_urls)?;
     let shard = match (&args.shard, &args.run_id) {

@@ -26,6 +26,7 @@ use crate::workload::select::SelectionFilter;
 use crate::workload::sources::{Source, WorkloadKind, WorkloadSpec};
 use crate::workload::tokens::Estimate;
 
+pub use cluster::MAX_SHARDS;
 pub use schedule::{LevelsPlan, LoadPlan};
 
 /// What tests share.
@@ -172,14 +173,9 @@ impl Plan {
         };
         let (label, compare) = endpoints(args, &schedule)?;
         let mut settings = settings_json(args, &schedule, prompt_mode);
-        let cluster = cluster::plan(&args.cluster, &schedule, &settings, args.seed, &source)?;
+        let cluster = cluster::plan(&args.cluster, &schedule, &settings, args.seed, &source, engine.is_managed())?;
         if let Some(shard) = &cluster.shard {
-            if ab {
-                return Err(UsageError::new(
-                    "--ab with --shard: the A/B arms are not merged across shards; run the A/B unsharded",
-                )
-                .into());
-            }
+            // (`--ab` needs a managed engine, `--shard` an external one: they never meet.)
             let count = preselected.chosen.len();
             if !compare.is_empty() {
                 return Err(UsageError::new(
@@ -308,9 +304,6 @@ fn endpoints(args: &RunArgs, schedule: &SchedulePlan) -> Result<(Option<String>,
         )
         .into());
     }
-    if args.ab.is_some() {
-        return Err(UsageError::new("--ab with several --endpoint: compare endpoints or caching, one at a time").into());
-    }
     let labels: Vec<String> =
         if labels.is_empty() { (1..=urls.len()).map(|i| format!("endpoint-{i}")).collect() } else { labels.clone() };
     let mut seen = std::collections::HashSet::new();
@@ -319,6 +312,17 @@ fn endpoints(args: &RunArgs, schedule: &SchedulePlan) -> Result<(Option<String>,
     }
     if let Some(bad) = labels.iter().find(|l| l.is_empty() || l.contains(['/', '\\']) || l.starts_with('.')) {
         return Err(UsageError::new(format!("--label {bad:?}: names a folder (no `/`, not empty, not starting with `.`)")).into());
+    }
+    // One key for every endpoint: sent only where it was meant to go, the first one's host.
+    if args.api_key.is_some() {
+        let host = |u: &str| reqwest::Url::parse(u).ok().and_then(|u| u.host_str().map(str::to_string));
+        if let Some(other) = urls[1..].iter().find(|u| host(u) != host(&urls[0])) {
+            return Err(UsageError::new(format!(
+                "--api-key (or TURNBENCH_API_KEY) with several --endpoint: {other} is another host than {}, and the key is the first one's; compare endpoints of one host, or runs with `turnbench report A --compare B`",
+                urls[0]
+            ))
+            .into());
+        }
     }
     let compare = urls[1..]
         .iter()
@@ -495,6 +499,15 @@ fn settings_json(args: &RunArgs, schedule: &SchedulePlan, prompt_mode: cli::Prom
         "chat_template": args.chat_template,
         "ab": args.ab.map(|_| json!({"arm": "A", "prefix_caching": true})),
         "replay": args.replay,
+        // What the conversations are: with the rest, what every shard of a run must share.
+        "workload": {
+            "kind": format!("{:?}", args.load.workload).to_lowercase(), "path": args.load.workload_path,
+            "users": args.load.users, "rounds": args.load.rounds, "system_tokens": args.load.system_tokens,
+            "history_tokens": args.load.history_tokens, "answer_tokens": args.load.answer_tokens,
+        },
+        "engine": args.engine.map(|e| format!("{e:?}").to_lowercase()),
+        "endpoints": args.endpoint,
+        "model": args.model,
     });
     if let SchedulePlan::Load(load) = schedule {
         let l = &args.load;

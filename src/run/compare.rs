@@ -8,7 +8,7 @@ use anyhow::Result;
 use tokio_util::sync::CancellationToken;
 
 use crate::plan::{EndpointArm, Plan};
-use crate::report::{compare_table, load_run, write_comparison, write_reports};
+use crate::report::{compare_table, load_run, write_comparison};
 
 pub async fn arm(plan: &Plan, dir_a: &Path, arm: &EndpointArm, stop: &CancellationToken, abort: &CancellationToken) -> Result<()> {
     if stop.is_cancelled() {
@@ -18,8 +18,9 @@ pub async fn arm(plan: &Plan, dir_a: &Path, arm: &EndpointArm, stop: &Cancellati
     let b = plan.arm_endpoint(dir_a, arm)?;
     let dir_b = super::drive(&b, stop, abort).await?;
     let Some(dir_b) = dir_b else { return Ok(()) };
+    // The run's own reports stand as written; its summary is only read here.
     let a = load_run(dir_a)?;
-    let summary = write_reports(dir_a, &a.records, &a.manifest)?;
+    let summary = crate::analysis::summarize(&a.records, &a.manifest);
     let (cmp, md, page) = write_comparison(dir_a, &summary, &dir_b)?;
     println!("{}", compare_table(&cmp));
     println!("comparison: {} and {}", md.display(), page.display());

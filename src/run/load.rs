@@ -36,15 +36,10 @@ pub async fn run_levels(
 ) -> Result<()> {
     // A shard runs its share of each level under the whole run's label (so merged shards line
     // up), with a seed of its own (independent arrival and think-time streams).
-    let (seed, rate_share, clients) = match shard {
-        Some(s) => (
-            seed ^ (s.index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-            1.0 / s.count as f64,
-            Box::new(move |c: usize| s.share(c)) as Box<dyn Fn(usize) -> usize>,
-        ),
-        None => (seed, 1.0, Box::new(|c: usize| c) as Box<dyn Fn(usize) -> usize>),
-    };
-    let shared = LoadPlan { max_active: plan.max_active.map(|m| clients(m).max(1)), ..plan.clone() };
+    let seed = shard.map_or(seed, |s| seed ^ (s.index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let rate_share = shard.map_or(1.0, |s| 1.0 / s.count as f64);
+    let clients = |c: usize| shard.map_or(c, |s| s.share(c));
+    let shared = LoadPlan { max_active: plan.max_active.map(clients), ..plan.clone() };
     let plan = &shared;
     let run = |lv: Level| {
         progress.set_message(&lv.label);

@@ -244,8 +244,9 @@ async fn run_started(
     let health = watch_health.then(|| ServerHealth::new(run_stop.clone()));
     let settings = ReplaySettings {
         think_time: plan.think_time,
-        // One request in flight: the server's counters over a turn belong to that turn.
-        metrics_deltas: matches!(plan.schedule, SchedulePlan::Sequential),
+        // One request in flight: the server's counters over a turn belong to that turn (not
+        // with shards: the others' requests move them too).
+        metrics_deltas: matches!(plan.schedule, SchedulePlan::Sequential) && plan.shard.is_none(),
         stop: run_stop,
         abort: abort.clone(),
         health: health.clone(),

@@ -104,14 +104,20 @@ impl<'a> Servers<'a> {
         Ok(Started { server, target, baseline, test })
     }
 
+    /// Starts the samplers of `test` and waits for their first `/metrics` scrape, so the
+    /// counters' starting values are read before the test's first request.
+    async fn start_samplers(monitor: &Monitor, test: u32, engine_pid: Option<u32>, base_url: &str) -> Samplers {
+        let mut samplers = monitor.start(test, engine_pid, base_url);
+        samplers.first_scrape().await;
+        samplers
+    }
+
     /// The server for `test` (named after `what`), started, reset, sampled and warmed up as needed.
     pub async fn for_test(&mut self, test: u32, what: &str, recorder: &Recorder, run: &mut TestRun) -> Result<Target> {
         if let Some(current) = &mut self.current {
             current.test = test;
-            self.samplers = Some(self.monitor.start(test, current.server.guard.as_ref().map(|g| g.pid()), &current.target.info.base_url));
-            if let Some(s) = &mut self.samplers {
-                s.first_scrape().await;
-            }
+            let pid = current.server.guard.as_ref().map(|g| g.pid());
+            self.samplers = Some(Self::start_samplers(self.monitor, test, pid, &current.target.info.base_url).await);
             // Reused for this test (shared server): reset its prefix cache when turnbench owns it.
             if self.plan.engine.is_managed() {
                 let (verified, probe) = reset_prefix_cache(self.client, &current.target.info).await?;
@@ -126,10 +132,8 @@ impl<'a> Servers<'a> {
             None => self.start(&format!("test-{test:03}-{what}"), test).await?,
         };
         started.test = test;
-        self.samplers = Some(self.monitor.start(test, started.server.guard.as_ref().map(|g| g.pid()), &started.target.info.base_url));
-        if let Some(s) = &mut self.samplers {
-            s.first_scrape().await;
-        }
+        let pid = started.server.guard.as_ref().map(|g| g.pid());
+        self.samplers = Some(Self::start_samplers(self.monitor, test, pid, &started.target.info.base_url).await);
         if let Some(guard) = &started.server.guard {
             run.time_to_ready_ms = Some(guard.time_to_ready.as_secs_f64() * 1000.0);
             let file = guard.log_path.file_name().unwrap_or_default().to_string_lossy();

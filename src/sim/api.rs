@@ -351,11 +351,13 @@ pub(super) async fn generate(s: Arc<Shared>, p: Params) -> Response {
     }
     let n = s.requests.fetch_add(1, Relaxed);
     let cfg = &s.cfg;
-    if cfg.fail_rate > 0.0 && uniform(cfg.seed, 1, n) < cfg.fail_rate {
+    // Each replica draws its own failures (replica 0, and a lone simulator, as before).
+    let draws = if s.engine == 0 { cfg.seed } else { mix64(cfg.seed ^ ((s.engine as u64) << 32)) };
+    if cfg.fail_rate > 0.0 && uniform(draws, 1, n) < cfg.fail_rate {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "Injected failure (turnbench sim --fail-rate).", None);
     }
     let drop_at =
-        (p.stream && cfg.drop_rate > 0.0 && uniform(cfg.seed, 2, n) < cfg.drop_rate).then_some(max_tokens / 2);
+        (p.stream && cfg.drop_rate > 0.0 && uniform(draws, 2, n) < cfg.drop_rate).then_some(max_tokens / 2);
     let arrival = Instant::now();
     let mut slot = match admit(&s).await {
         Ok(slot) => slot,
@@ -390,7 +392,7 @@ pub(super) async fn generate(s: Arc<Shared>, p: Params) -> Response {
         drop_at,
         arrival,
         return_token_ids: p.return_token_ids,
-        drift: cfg.retokenize_drift > 0.0 && uniform(cfg.seed, 3, n) < cfg.retokenize_drift,
+        drift: cfg.retokenize_drift > 0.0 && uniform(draws, 3, n) < cfg.retokenize_drift,
     };
     if p.stream {
         sse_response(job)
