@@ -398,7 +398,8 @@ pub struct TurnRecord {
     pub tags: Vec<String>,
     /// 1-based turn number within the conversation.
     pub turn: u32,
-    /// Warm-up requests are recorded but excluded from statistics.
+    /// Warm-up requests are recorded but excluded from statistics (written only when true).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub warmup: bool,
     /// Load level label (e.g. target QPS) for multi-user runs; `None` in single-user mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -418,6 +419,10 @@ pub struct TurnRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub timing: RequestTiming,
+    /// Computed from `timing` and `usage` ([`TurnRecord::settle`]), so not written to
+    /// `turns.jsonl`: a line holds what was measured (files of older versions that hold it are
+    /// read, and it is computed again).
+    #[serde(default, skip_serializing)]
     pub derived: Derived,
     pub usage: Usage,
     pub output_chunks: u64,
@@ -717,6 +722,7 @@ mod compact_tests {
         let line = serde_json::to_string(&r).unwrap();
         assert!(line.contains(r#""chunk_gaps_us":[12123,10054,10000,10500]"#), "{line}");
         assert!(!line.contains("null") && !line.contains("content_chunk_ms") && !line.contains("rag_actions"), "{line}");
+        assert!(!line.contains("derived") && !line.contains("warmup"), "computed and default fields stay out: {line}");
         let mut back: TurnRecord = serde_json::from_str(&line).unwrap();
         back.settle();
         assert_eq!(back, r, "bit for bit: a report from the file is the run's own");

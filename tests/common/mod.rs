@@ -158,7 +158,7 @@ impl Suite {
             .ok()
             .and_then(|mut d| d.next())
             .and_then(|e| std::fs::read_to_string(e.unwrap().path().join("turns.jsonl")).ok())
-            .map(|t| t.lines().filter(|l| l.contains("\"warmup\":false")).count())
+            .map(|t| t.lines().filter(|l| !l.contains("\"warmup\":true")).count())
             .unwrap_or(0)
     }
 
@@ -173,11 +173,18 @@ impl Suite {
     }
 }
 
+/// The records of `dir/turns.jsonl` as turnbench reads them (`derived` computed, every field
+/// present), as JSON.
 pub fn records(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("turns.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+    let (records, _) = turnbench::core::record::read_records(&dir.join("turns.jsonl")).unwrap();
+    records
+        .into_iter()
+        .map(|r| {
+            let mut v = serde_json::to_value(&r).unwrap();
+            v["derived"] = serde_json::to_value(&r.derived).unwrap();
+            v["warmup"] = r.warmup.into();
+            v
+        })
         .collect()
 }
 
