@@ -13,7 +13,8 @@
 //! connection writing the request bytes and timing the first content byte), alternating one
 //! request each, one at a time: the difference is what the client adds to every TTFT.
 //! Knobs (environment): LOAD_BENCH_SECS (5), LOAD_BENCH_CONCURRENCY (32),
-//! LOAD_BENCH_RATES (1000,4000,8000).
+//! LOAD_BENCH_RATES (1000,4000,8000), LOAD_BENCH_MILLION (set: then a closed loop to 1,000,000
+//! requests and every report built from them, printing the peak resident memory; a minute or two).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -158,9 +159,65 @@ fn main() {
             report(&name, &recorder.records(), &w, cpu, sim_cpu, bytes);
         }
         ttft_overhead(&client, &base_url, &server.model).await;
+        if std::env::var_os("LOAD_BENCH_MILLION").is_some() {
+            million(&client, &server, &pool, concurrency).await;
+        }
     });
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// `LOAD_BENCH_MILLION=1`: a closed loop until 1,000,000 requests are recorded, then every
+/// report built from them, as a run does; prints the process's peak resident memory (VmHWM).
+async fn million(client: &Client, server: &ServerInfo, pool: &[turnbench::workload::Conversation], concurrency: usize) {
+    const TARGET: usize = 1_000_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let recorder = Recorder::new(RecordSink::create(&tmp.path().join("turns.jsonl")).unwrap());
+    let ctx = LoadContext {
+        client: client.clone(),
+        server: server.clone().into(),
+        settings: ReplaySettings::standalone(),
+        recorder: recorder.clone(),
+        test: 1,
+        pool: Arc::new(pool.to_vec()),
+    };
+    let start = std::time::Instant::now();
+    let mut windows = Vec::new();
+    while recorder.len() < TARGET {
+        let left = (TARGET - recorder.len()) as f64;
+        let level = Level {
+            label: "million".into(),
+            mode: Mode::Closed { concurrency },
+            // Guessing 20,000/s; the loop tops up what is missing.
+            duration: Duration::from_secs_f64((left / 20_000.0).clamp(1.0, 60.0)),
+            think: (Duration::ZERO, Duration::ZERO),
+            max_active: None,
+            seed: 99 + windows.len() as u64,
+        };
+        windows.push(run_level(&ctx, &level).await.unwrap());
+    }
+    let recorded = start.elapsed().as_secs_f64();
+    let hwm_recorded = peak_rss_mib();
+    let recorded_n = recorder.len();
+    let manifest = turnbench::core::results::Manifest { settings: serde_json::json!({}), ..Default::default() };
+    let t = std::time::Instant::now();
+    let summary = turnbench::report::write_reports(tmp.path(), recorder.take_records(), &manifest).unwrap();
+    println!(
+        "1M requests: {} recorded in {recorded:.0} s (peak RSS {hwm_recorded:.0} MiB), reports built in {:.1} s: peak RSS {:.0} MiB ({} in the summary), turns.jsonl {:.0} MB",
+        recorded_n,
+        t.elapsed().as_secs_f64(),
+        peak_rss_mib(),
+        summary.requests.total,
+        std::fs::metadata(tmp.path().join("turns.jsonl")).map_or(0.0, |m| m.len() as f64 / 1e6),
+    );
+}
+
+/// This process's peak resident set (VmHWM), MiB.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
 /// TTFT through turnbench's client and through a raw socket, alternating, one request in flight.

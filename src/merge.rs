@@ -112,7 +112,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Summary> {
         results::write_atomic(&out.join(SYSTEM_FILE), &bytes)?;
     }
     results::write_manifest(out, &manifest)?;
-    report::write_reports(out, &records, &manifest)
+    report::write_reports(out, records, &manifest)
 }
 
 /// How long a timeline sampled, ms (0 without samples).

@@ -96,18 +96,14 @@ impl TestSeries {
     }
 }
 
-/// Copies of `records` with `resources` filled from the timeline (by test and time window).
-pub fn join_records(records: &[TurnRecord], timeline: &Timeline) -> Vec<TurnRecord> {
+/// Fills each record's `resources` from the timeline (by test and time window), in place: a
+/// long run's records are not copied for it.
+pub fn join_records(records: &mut [TurnRecord], timeline: &Timeline) {
     let mut cache: BTreeMap<u32, TestSeries> = BTreeMap::new();
-    records
-        .iter()
-        .map(|r| {
-            let series = cache.entry(r.test).or_insert_with(|| TestSeries::new(timeline, r.test));
-            let mut out = r.clone();
-            out.resources = series.turn(r.timing.sent_ms, r.timing.end_ms.max(r.timing.sent_ms));
-            out
-        })
-        .collect()
+    for r in records {
+        let series = cache.entry(r.test).or_insert_with(|| TestSeries::new(timeline, r.test));
+        r.resources = series.turn(r.timing.sent_ms, r.timing.end_ms.max(r.timing.sent_ms));
+    }
 }
 
 /// The `resources` section of `summary.json`: one entry per test that has samples.
@@ -224,7 +220,8 @@ pub(crate) mod tests {
 
     #[test]
     fn turns_join_their_window_and_only_their_test() {
-        let joined = join_records(&[record(1, 150.0, 320.0), record(2, 100.0, 200.0), record(3, 0.0, 10.0)], &timeline());
+        let mut joined = vec![record(1, 150.0, 320.0), record(2, 100.0, 200.0), record(3, 0.0, 10.0)];
+        join_records(&mut joined, &timeline());
         let r = joined[0].resources.clone().unwrap();
         // Ticks 200 and 300: gpu0 20, 30; gpu1 0, 0.
         assert_eq!(r.gpu_util_mean_pct, Some(12.5));
@@ -238,7 +235,8 @@ pub(crate) mod tests {
 
     #[test]
     fn a_short_turn_borrows_the_next_tick() {
-        let joined = join_records(&[record(1, 210.0, 220.0)], &timeline());
+        let mut joined = vec![record(1, 210.0, 220.0)];
+        join_records(&mut joined, &timeline());
         assert_eq!(joined[0].resources.as_ref().unwrap().gpu_util_max_pct, Some(30.0));
     }
 

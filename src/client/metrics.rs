@@ -129,12 +129,25 @@ impl ServerSnapshot {
             }
             total
         };
+        // A share of a cache, per engine: over several engines, their mean (a sum could read 180 %).
+        let mean = |name: &str| -> Option<f64> {
+            let family = exposition.families.get(name)?;
+            let values: Vec<f64> = family
+                .iter_samples()
+                .filter(|s| of_engine(s))
+                .filter_map(|s| match &s.value {
+                    PrometheusValue::Gauge(n) | PrometheusValue::Unknown(n) => Some(n.as_f64()),
+                    _ => None,
+                })
+                .collect();
+            (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+        };
         let mut snapshot = ServerSnapshot {
             prefix_cache_queries: sum(PREFIX_CACHE_QUERIES),
             // Cached prompt tokens by source, when the server has that counter: hits counted the
             // same way, but named for what they are.
             prefix_cache_hits: sum(PROMPT_TOKENS_CACHED).or_else(|| sum(PREFIX_CACHE_HITS)),
-            kv_cache_usage: sum(KV_CACHE_USAGE),
+            kv_cache_usage: mean(KV_CACHE_USAGE),
             requests_running: sum(REQUESTS_RUNNING),
             requests_waiting: sum(REQUESTS_WAITING),
             preemptions: sum(PREEMPTIONS),
@@ -252,6 +265,11 @@ vllm:time_to_first_token_seconds_sum{engine="0",model_name="tiny"} 0.04
         assert_eq!(engines[0].1.prefix_cache_hits, Some(480.0));
         assert_eq!(engines[1].1.prefix_cache_queries, Some(11.0));
         assert_eq!(engines[1].1.kv_cache_usage, None, "engine 1 reports no KV usage");
+        let both = two.replace(
+            "vllm:kv_cache_usage_perc{engine=\"0\",model_name=\"tiny\"} 0.25\n",
+            "vllm:kv_cache_usage_perc{engine=\"0\",model_name=\"tiny\"} 0.25\nvllm:kv_cache_usage_perc{engine=\"1\",model_name=\"tiny\"} 0.75\n",
+        );
+        assert_eq!(ServerSnapshot::parse(&both).unwrap().kv_cache_usage, Some(0.5), "a share: the engines' mean, not their sum");
         assert_eq!(engines[0].1.block_size, Some(32));
         assert!(ServerSnapshot::parse_by_engine(VLLM_TEXT).unwrap().1.is_empty(), "one engine: no split");
     }

@@ -11,7 +11,7 @@ pub fn report(args: ReportArgs) -> Result<()> {
     for w in &run.warnings {
         eprintln!("warning: {w}");
     }
-    let summary = write_reports(&run.dir, &run.records, &run.manifest)?;
+    let summary = write_reports(&run.dir, run.records, &run.manifest)?;
     println!("{}", console_summary(&summary));
     println!("reports written to {}", run.dir.display());
 

@@ -666,6 +666,11 @@ impl Recorder {
     pub fn records(&self) -> Vec<TurnRecord> {
         super::lock(&self.inner).records.clone()
     }
+
+    /// Every record so far, handed over (the recorder keeps none): for the reports at the end.
+    pub fn take_records(&self) -> Vec<TurnRecord> {
+        std::mem::take(&mut super::lock(&self.inner).records)
+    }
 }
 
 #[cfg(test)]

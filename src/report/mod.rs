@@ -83,21 +83,18 @@ pub fn all_exporters() -> Vec<Box<dyn Exporter>> {
     out
 }
 
-/// Reads the folder's timeline (when the run sampled), joins it onto `records`, computes the
-/// summary once, and writes every exporter's file into `dir`. Returns the summary.
-pub fn write_reports(dir: &Path, records: &[TurnRecord], manifest: &Manifest) -> Result<Summary> {
+/// Reads the folder's timeline (when the run sampled), joins it onto `records` (taken, not
+/// copied: a long run holds many), computes the summary once, and writes every exporter's file
+/// into `dir`. Returns the summary.
+pub fn write_reports(dir: &Path, mut records: Vec<TurnRecord>, manifest: &Manifest) -> Result<Summary> {
     let timeline = Timeline::read(dir).unwrap_or_else(|e| {
         eprintln!("warning: {e:#}; reports leave resources out");
         None
     });
-    let joined;
-    let records = match &timeline {
-        Some(t) => {
-            joined = join_records(records, t);
-            &joined[..]
-        }
-        None => records,
-    };
+    if let Some(t) = &timeline {
+        join_records(&mut records, t);
+    }
+    let records = &records[..];
     let arm_b = read_arm_b(dir)?;
     let arm_b = arm_b.as_ref().map(|(records, identical_prompts)| ArmB { records, identical_prompts: *identical_prompts });
     let summary = summarize_run(records, manifest, timeline.as_ref(), arm_b);
@@ -214,7 +211,7 @@ mod tests {
     fn write_reports_writes_every_file() {
         let tmp = tempfile::tempdir().unwrap();
         let records = vec![rec("a", 1, 100.0, 200.0, 100, 0), failed("a", 2, Status::Stream, "cut")];
-        let s = write_reports(tmp.path(), &records, &Manifest::default()).unwrap();
+        let s = write_reports(tmp.path(), records.clone(), &Manifest::default()).unwrap();
         assert_eq!(s.requests.failed, 1);
         let manifest = Manifest::default();
         let summary = crate::analysis::summarize(&records, &manifest);

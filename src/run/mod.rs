@@ -273,7 +273,8 @@ async fn run_started(
     let mut finished = manifest.clone();
     finished.completed = Some(true);
     finished.completed_at = Some(jiff::Timestamp::now().to_string());
-    let summary = report::write_reports(dir, &recorder.records(), &finished)?;
+    // The run is over: the reports take its records.
+    let summary = report::write_reports(dir, recorder.take_records(), &finished)?;
     println!("{}", report::console_summary(&summary));
     if let Some(load) = &summary.load {
         println!("{}", report::load::console_table(load));
