@@ -21,6 +21,16 @@ fn only_dir(parent: &Path) -> PathBuf {
     dirs.into_iter().next().unwrap()
 }
 
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
 fn conversation_ids(dir: &Path) -> Vec<String> {
     let mut ids: Vec<String> = measured(dir).iter().map(|r| r["conversation_id"].as_str().unwrap().to_string()).collect();
     ids.dedup();
@@ -98,6 +108,31 @@ fn two_suite_shards_cover_the_selection_once_and_merge_exactly() {
     let report = std::fs::read_to_string(merged.join("report.md")).unwrap();
     assert!(report.contains("## Shards"), "{report}");
     assert!(std::fs::read_to_string(merged.join("report.html")).unwrap().contains(r#"id="shards""#));
+    // A retried shard beside its killed attempt: the completed one is used. Another run's shard,
+    // or a corrupt manifest, is refused, naming the folder.
+    let retry = sharded.join("suite-x/shard-2-of-2-2");
+    copy_dir(&s2, &retry);
+    let mut killed = json_file(retry.join("manifest.json"));
+    killed["completed"] = false.into();
+    std::fs::write(retry.join("manifest.json"), killed.to_string()).unwrap();
+    let again = tmp.path().join("again");
+    let out = turnbench(tmp.path()).args(["merge", sharded.join("suite-x").to_str().unwrap(), "--out", again.to_str().unwrap()]).output().unwrap();
+    assert_success(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the attempt that completed"), "{}", show(&out));
+    assert_eq!(json_file(again.join("summary.json"))["overall"]["ttft_ms"]["count"], summary["overall"]["ttft_ms"]["count"]);
+    for (key, value, expect) in [("run_id", Value::from("other"), "not a shard of the same run"), ("index", Value::from(7), "out of range")] {
+        let mut m = json_file(retry.join("manifest.json"));
+        m["shard"][key] = value;
+        std::fs::write(retry.join("manifest.json"), m.to_string()).unwrap();
+        let out = turnbench(tmp.path())
+            .args(["merge", sharded.join("suite-x").to_str().unwrap(), "--out", tmp.path().join(key).to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expect) && err.contains("shard-2-of-2-2"), "{err}");
+        std::fs::write(retry.join("manifest.json"), killed.to_string()).unwrap();
+    }
     // Never overwritten.
     let out = turnbench(tmp.path())
         .args(["merge", sharded.join("suite-x").to_str().unwrap(), "--out", merged.to_str().unwrap()])
