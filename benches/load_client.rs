@@ -134,15 +134,7 @@ fn main() {
         }
         for (i, (name, mode)) in levels.into_iter().enumerate() {
             let tmp = tempfile::tempdir().unwrap();
-            let recorder = Recorder::new(RecordSink::create(&tmp.path().join("turns.jsonl")).unwrap());
-            let ctx = LoadContext {
-                client: client.clone(),
-                server: server.clone().into(),
-                settings: ReplaySettings::standalone(),
-                recorder: recorder.clone(),
-                test: 1,
-                pool: Arc::new(pool.clone()),
-            };
+            let (recorder, ctx) = context(&client, &server, &pool, tmp.path());
             let level = Level {
                 label: name.clone(),
                 mode,
@@ -167,12 +159,9 @@ fn main() {
     let _ = child.wait();
 }
 
-/// `LOAD_BENCH_MILLION=1`: a closed loop until 1,000,000 requests are recorded, then every
-/// report built from them, as a run does; prints the process's peak resident memory (VmHWM).
-async fn million(client: &Client, server: &ServerInfo, pool: &[turnbench::workload::Conversation], concurrency: usize) {
-    const TARGET: usize = 1_000_000;
-    let tmp = tempfile::tempdir().unwrap();
-    let recorder = Recorder::new(RecordSink::create(&tmp.path().join("turns.jsonl")).unwrap());
+/// A level's context: the conversations `pool` against `server`, recorded into `dir/turns.jsonl`.
+fn context(client: &Client, server: &ServerInfo, pool: &[turnbench::workload::Conversation], dir: &std::path::Path) -> (Recorder, LoadContext) {
+    let recorder = Recorder::new(RecordSink::create(&dir.join("turns.jsonl")).unwrap());
     let ctx = LoadContext {
         client: client.clone(),
         server: server.clone().into(),
@@ -181,6 +170,15 @@ async fn million(client: &Client, server: &ServerInfo, pool: &[turnbench::worklo
         test: 1,
         pool: Arc::new(pool.to_vec()),
     };
+    (recorder, ctx)
+}
+
+/// `LOAD_BENCH_MILLION=1`: a closed loop until 1,000,000 requests are recorded, then every
+/// report built from them, as a run does; prints the process's peak resident memory (VmHWM).
+async fn million(client: &Client, server: &ServerInfo, pool: &[turnbench::workload::Conversation], concurrency: usize) {
+    const TARGET: usize = 1_000_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let (recorder, ctx) = context(client, server, pool, tmp.path());
     let start = std::time::Instant::now();
     let mut windows = Vec::new();
     while recorder.len() < TARGET {

@@ -704,11 +704,11 @@ mod compact_tests {
 
     fn record() -> TurnRecord {
         let timing = RequestTiming {
-            scheduled_ms: 1000.123_456_7,
-            sent_ms: 1000.223_456_7,
-            first_token_ms: Some(1012.345_678_9),
-            end_ms: 1042.999_999_9,
-            content_chunk_ms: vec![1012.345_678_9, 1022.4, 1032.400_000_4, 1042.9],
+            scheduled_ms: 1000.1234567,
+            sent_ms: 1000.2234567,
+            first_token_ms: Some(1012.3456789),
+            end_ms: 1042.9999999,
+            content_chunk_ms: vec![1012.3456789, 1022.4, 1032.4000004, 1042.9],
         };
         TurnRecord {
             conversation_id: "c".into(),
