@@ -73,6 +73,11 @@ fn two_suite_shards_cover_the_selection_once_and_merge_exactly() {
     let whole_ids = conversation_ids(&only_dir(&whole));
     let all: BTreeSet<&String> = whole_ids.iter().collect();
     assert_eq!(union, all, "the shards cover exactly the unsharded selection");
+    // --list-conversations of a shard lists its share.
+    let out = run(tmp.path(), &[&base[..], &["--shard", "2/2", "--run-id", "suite-x", "--list-conversations"]].concat());
+    assert_success(&out);
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(b.iter().all(|id| listing.contains(id.as_str())) && !a.iter().any(|id| listing.contains(id.as_str())), "{listing}");
     let manifest = json_file(s2.join("manifest.json"));
     assert_eq!(manifest["shard"]["index"], 2);
     assert_eq!(manifest["shard"]["run_id"], "suite-x");

@@ -183,7 +183,16 @@ async fn run_started(
     let dir = match dir {
         Some(d) if !plan.list_conversations => d,
         _ => {
-            print!("{}", render_listing(&selection));
+            // A shard lists its own share.
+            let mut listed = selection;
+            if let Some(shard) = &plan.shard {
+                let mut i = 0;
+                listed.chosen.retain(|_| {
+                    i += 1;
+                    shard.owns(i - 1)
+                });
+            }
+            print!("{}", render_listing(&listed));
             return Ok(None);
         }
     };
