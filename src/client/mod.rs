@@ -105,7 +105,7 @@ impl ChatOutcome {
             status,
             http_status: self.http_status,
             error,
-            derived: self.timing.derive(self.usage.completion_tokens),
+            // `derived` is computed once, when the record is recorded (`TurnRecord::settle`).
             timing: self.timing,
             usage: self.usage,
             output_chunks: self.output_chunks,

@@ -296,7 +296,9 @@ async fn chat_completions(State(c): State<Arc<Cluster>>, body: Bytes) -> Respons
     let tokens = tokenize(&render_chat(&messages, req.add_generation_prompt.unwrap_or(true)));
     let max_tokens = req.max_completion_tokens.or(req.max_tokens);
     let return_token_ids = req.return_token_ids.unwrap_or(false);
-    generate(c.route(&tokens), Params { kind: Kind::Chat, tokens, max_tokens, stream, include_usage, return_token_ids }).await
+    let hashes = c.first().prompt_hashes(&tokens);
+    let replica = c.route(&hashes, tokens.len());
+    generate(replica, Params { kind: Kind::Chat, tokens, hashes, max_tokens, stream, include_usage, return_token_ids }).await
 }
 
 async fn completions(State(c): State<Arc<Cluster>>, body: Bytes) -> Response {
@@ -320,8 +322,10 @@ async fn completions(State(c): State<Arc<Cluster>>, body: Bytes) -> Response {
         return bad_request("Invalid request: the prompt must not be empty", Some("prompt"));
     }
     let return_token_ids = req.return_token_ids.unwrap_or(false);
-    let replica = c.route(&tokens);
-    let params = Params { kind: Kind::Completion, tokens, max_tokens: req.max_tokens, stream, include_usage, return_token_ids };
+    let hashes = c.first().prompt_hashes(&tokens);
+    let replica = c.route(&hashes, tokens.len());
+    let params =
+        Params { kind: Kind::Completion, tokens, hashes, max_tokens: req.max_tokens, stream, include_usage, return_token_ids };
     generate(replica, params).await
 }
 
@@ -364,7 +368,7 @@ pub(super) async fn generate(s: Arc<Shared>, p: Params) -> Response {
         Err(r) => return r,
     };
     let bs = cfg.block_size;
-    let hashes = s.prompt_hashes(&p.tokens);
+    let hashes = p.hashes;
     let cached = if cfg.enable_prefix_caching { lock(&s.cache).lookup(&hashes, prompt_len) } else { 0 };
     s.queries.fetch_add(prompt_len as u64, Relaxed);
     s.hits.fetch_add(cached as u64, Relaxed);

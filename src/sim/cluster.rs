@@ -41,10 +41,12 @@ impl Cluster {
         &self.replicas
     }
 
-    /// The replica a generation request with prompt `tokens` goes to. Callers hand the request
-    /// to [`generate`](super::api::generate) at once, which counts it as running or waiting
-    /// before its first await, so the next choice already sees its load.
-    pub(super) fn route(&self, tokens: &[u32]) -> Arc<Shared> {
+    /// The replica a generation request goes to, its prompt of `prompt_len` tokens given by its
+    /// block `hashes` ([`Shared::prompt_hashes`]: every replica has the same block size and
+    /// caching switch, so one set fits all). Callers hand the request to
+    /// [`generate`](super::api::generate) at once, which counts it as running or waiting before
+    /// its first await, so the next choice already sees its load.
+    pub(super) fn route(&self, hashes: &[u64], prompt_len: usize) -> Arc<Shared> {
         let n = self.replicas.len();
         if n == 1 {
             return self.replicas[0].clone();
@@ -55,22 +57,19 @@ impl Cluster {
                 let k = self.routed.fetch_add(1, Relaxed);
                 (mix64(self.seed ^ mix64(RANDOM_TAG ^ mix64(k))) % n as u64) as usize
             }
-            Routing::PrefixAffinity => self.by_affinity(tokens),
+            Routing::PrefixAffinity => self.by_affinity(hashes, prompt_len),
         };
         self.replicas[i].clone()
     }
 
     /// Asks every replica's cache, without touching its LRU order, how much of the prompt it
     /// holds, and picks by [`affinity_choice`].
-    fn by_affinity(&self, tokens: &[u32]) -> usize {
-        // Every replica has the same block size and caching switch: one set of hashes fits all,
-        // the same the chosen replica will look up.
-        let hashes = self.replicas[0].prompt_hashes(tokens);
+    fn by_affinity(&self, hashes: &[u64], prompt_len: usize) -> usize {
         let candidates: Vec<(usize, usize)> = self
             .replicas
             .iter()
             .map(|r| {
-                let cached = if hashes.is_empty() { 0 } else { lock(&r.cache).peek(&hashes, tokens.len()) };
+                let cached = if hashes.is_empty() { 0 } else { lock(&r.cache).peek(hashes, prompt_len) };
                 (cached, r.load())
             })
             .collect();
@@ -143,16 +142,21 @@ mod tests {
         (0..n).collect()
     }
 
+    /// The replica `c` routes a prompt of `t` to, hashed as the endpoints hash it.
+    fn routed(c: &Cluster, t: &[u32]) -> usize {
+        c.route(&c.first().prompt_hashes(t), t.len()).engine
+    }
+
     #[test]
     fn routing_policies_pick_as_documented() {
         let cfg = |routing| SimConfig { replicas: 3, routing, ..SimConfig::default() };
         let rr = Cluster::new(cfg(Routing::RoundRobin));
-        let picks: Vec<usize> = (0..6).map(|_| rr.route(&tokens(40)).engine).collect();
+        let picks: Vec<usize> = (0..6).map(|_| routed(&rr, &tokens(40))).collect();
         assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
 
         let draws = |seed| {
             let c = Cluster::new(SimConfig { seed, ..cfg(Routing::Random) });
-            (0..32).map(|_| c.route(&tokens(40)).engine).collect::<Vec<_>>()
+            (0..32).map(|_| routed(&c, &tokens(40))).collect::<Vec<_>>()
         };
         assert_eq!(draws(7), draws(7), "the same seed draws the same sequence");
         assert_ne!(draws(7), draws(8));
@@ -161,12 +165,12 @@ mod tests {
         let pa = Cluster::new(cfg(Routing::PrefixAffinity));
         let prompt = tokens(100);
         // Nothing cached anywhere: the least loaded, then the lowest index.
-        assert_eq!(pa.route(&prompt).engine, 0);
+        assert_eq!(routed(&pa, &prompt), 0);
         let hashes = pa.replicas[2].prompt_hashes(&prompt);
         lock(&pa.replicas[2].cache).insert(&hashes[..3]);
         lock(&pa.replicas[1].cache).insert(&hashes[..5]);
-        assert_eq!(pa.route(&prompt).engine, 1);
+        assert_eq!(routed(&pa, &prompt), 1);
         let one = Cluster::new(SimConfig { replicas: 1, ..cfg(Routing::PrefixAffinity) });
-        assert_eq!(one.route(&prompt).engine, 0);
+        assert_eq!(routed(&one, &prompt), 0);
     }
 }

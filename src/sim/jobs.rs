@@ -35,6 +35,9 @@ pub(super) enum Kind {
 pub(super) struct Params {
     pub(super) kind: Kind,
     pub(super) tokens: Vec<u32>,
+    /// The prompt's block hashes (none with prefix caching off), computed once for routing and
+    /// the replica's cache alike.
+    pub(super) hashes: Vec<u64>,
     pub(super) max_tokens: Option<i64>,
     pub(super) stream: bool,
     pub(super) include_usage: bool,
