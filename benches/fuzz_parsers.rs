@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use turnbench::client::metrics::ServerSnapshot;
 use turnbench::client::parse_chunk;
-use turnbench::client::sse::SseDecoder;
+use turnbench::client::sse::{Events, SseDecoder};
 use turnbench::engine::vllm::VllmProfile;
 use turnbench::sim::Profile;
 use turnbench::workload::load::{parse_conversations, parse_rag};
@@ -93,7 +93,7 @@ fn text(b: &[u8]) -> String {
 
 fn sse(input: &[u8], rng: &mut Rng) -> bool {
     let mut d = SseDecoder::new(256, 1 << 16);
-    let mut events = Vec::new();
+    let mut events = Events::default();
     let mut at = 0;
     while at < input.len() {
         let end = (at + 1 + rng.below(64)).min(input.len());

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use turnbench::client::metrics::ServerSnapshot;
 use turnbench::client::parse_chunk;
-use turnbench::client::sse::SseDecoder;
+use turnbench::client::sse::{Events, SseDecoder};
 use turnbench::core::UsageError;
 use turnbench::workload::load::{parse_conversations, parse_rag};
 use turnbench::workload::sharegpt::{openai_from_text, sharegpt_from_text};
@@ -18,14 +18,14 @@ fn decode(input: &[u8], cuts: &[usize], max_line: usize) -> Result<Vec<String>, 
     let mut points: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
     points.sort_unstable();
     let mut d = SseDecoder::new(max_line, 1 << 20);
-    let mut out = Vec::new();
+    let mut out = Events::default();
     let mut at = 0;
     for p in points.into_iter().chain([input.len()]) {
         d.push(&input[at..p], &mut out).map_err(|e| e.to_string())?;
         at = p;
     }
     d.finish(&mut out).map_err(|e| e.to_string())?;
-    Ok(out)
+    Ok(out.iter().map(String::from).collect())
 }
 
 /// Bytes that look like SSE often enough to reach every branch.
@@ -122,9 +122,11 @@ proptest! {
 
     #[test]
     fn chunks_read_back(content in ".{0,40}", prompt in any::<u64>(), completion in any::<u64>(), cached in any::<u64>()) {
-        let data = json!({"choices": [{"delta": {"content": content}}],
+        // A second choice is skipped unread: only the first one is the request's.
+        let data = json!({"choices": [{"delta": {"content": content}}, {"delta": {"content": "other"}, "x": [1, {"y": null}]}],
             "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "prompt_tokens_details": {"cached_tokens": cached}}});
-        let c = parse_chunk(&data.to_string()).unwrap();
+        let data = data.to_string();
+        let c = parse_chunk(&data).unwrap();
         prop_assert_eq!(c.content, content);
         let u = c.usage.unwrap();
         prop_assert_eq!((u.prompt_tokens, u.completion_tokens, u.cached_tokens), (Some(prompt), Some(completion), Some(cached)));

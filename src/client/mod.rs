@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
-use serde_json::json;
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 pub mod api;
@@ -13,7 +15,7 @@ pub mod sse;
 
 use crate::core::record::{implausible_usage, RequestTiming, Status, TurnRecord, Usage};
 use crate::core::redact;
-use sse::SseDecoder;
+use sse::{Events, SseDecoder};
 
 /// The longest SSE line (or event) a stream may carry: one chunk of a streamed answer is a few
 /// hundred bytes; a megabyte is no chunk.
@@ -119,12 +121,49 @@ pub struct Client {
     http: reqwest::Client,
     config: ClientConfig,
     clock: RunClock,
+    /// Request URLs already parsed, by base URL and path: a run asks one or two endpoints
+    /// thousands of times, and parsing the URL was 2 % of the client's CPU per request.
+    urls: Arc<Mutex<Vec<KnownUrl>>>,
+}
+
+/// A request URL parsed once: base URL, path, the URL.
+type KnownUrl = (String, &'static str, reqwest::Url);
+
+/// The body of one streamed request, serialized straight from the borrowed messages (building
+/// a `serde_json::Value` first copied the whole conversation history on every turn).
+#[derive(Serialize)]
+struct RequestBody<'a> {
+    model: &'a str,
+    max_tokens: u32,
+    stream: bool,
+    stream_options: StreamOptions,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    messages: Option<&'a [ChatMessage]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    ignore_eos: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    return_token_ids: bool,
+}
+
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+/// What a request sends: chat `messages` or a rendered `prompt`.
+#[derive(Clone, Copy)]
+enum Input<'a> {
+    Messages(&'a [ChatMessage]),
+    Prompt(&'a str),
 }
 
 #[derive(Deserialize)]
-struct Chunk {
-    #[serde(default)]
-    choices: Vec<ChunkChoice>,
+struct Chunk<'a> {
+    /// Only the first choice is read (turnbench asks for one); the rest are skipped unparsed.
+    #[serde(default, borrow, deserialize_with = "first_choice")]
+    choices: Option<ChunkChoice<'a>>,
     #[serde(default)]
     usage: Option<ChunkUsage>,
     /// vLLM chat streams: in the first chunk with `return_token_ids`.
@@ -132,13 +171,33 @@ struct Chunk {
     prompt_token_ids: Option<Vec<u32>>,
 }
 
+/// The first element of `choices`, without collecting the list.
+fn first_choice<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<ChunkChoice<'de>>, D::Error> {
+    struct First;
+    impl<'de> serde::de::Visitor<'de> for First {
+        type Value = Option<ChunkChoice<'de>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list of choices")
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let first = seq.next_element::<ChunkChoice<'de>>()?;
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(first)
+        }
+    }
+    d.deserialize_any(First)
+}
+
 #[derive(Deserialize)]
-struct ChunkChoice {
-    #[serde(default)]
-    delta: Option<Delta>,
+struct ChunkChoice<'a> {
+    #[serde(default, borrow)]
+    delta: Option<Delta<'a>>,
     /// `/v1/completions` streams text here.
-    #[serde(default)]
-    text: Option<String>,
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
     /// `return_token_ids`: this chunk's generated ids.
     #[serde(default)]
     token_ids: Option<Vec<u32>>,
@@ -148,9 +207,9 @@ struct ChunkChoice {
 }
 
 #[derive(Deserialize)]
-struct Delta {
-    #[serde(default)]
-    content: Option<String>,
+struct Delta<'a> {
+    #[serde(default, borrow)]
+    content: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -171,9 +230,10 @@ struct PromptTokensDetails {
 
 /// One parsed SSE event of a completion stream.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ParsedChunk {
-    /// The content delta (chat) or text (completions); empty when none.
-    pub content: String,
+pub struct ParsedChunk<'a> {
+    /// The content delta (chat) or text (completions); empty when none. Borrowed from the
+    /// event unless it holds escapes.
+    pub content: Cow<'a, str>,
     pub usage: Option<Usage>,
     /// Why a usage field is no token count.
     pub usage_problem: Option<String>,
@@ -199,19 +259,16 @@ fn token_count(name: &str, v: &serde_json::Value) -> Result<Option<u64>, String>
 }
 
 /// Parses the `data` of one event of a `/v1/chat/completions` or `/v1/completions` stream.
-pub fn parse_chunk(data: &str) -> Result<ParsedChunk, String> {
+pub fn parse_chunk(data: &str) -> Result<ParsedChunk<'_>, String> {
     let chunk: Chunk = serde_json::from_str(data).map_err(|e| format!("unparseable chunk ({e}): {}", truncate(data, 200)))?;
-    let content = chunk
-        .choices
-        .first()
-        .and_then(|c| c.delta.as_ref().and_then(|d| d.content.as_deref()).or(c.text.as_deref()))
-        .unwrap_or("")
-        .to_string();
-    let choice = chunk.choices.first();
+    let (content, token_ids, choice_prompt_ids) = match chunk.choices {
+        Some(c) => (c.delta.and_then(|d| d.content).or(c.text), c.token_ids, c.prompt_token_ids),
+        None => (None, None, None),
+    };
     let mut out = ParsedChunk {
-        content,
-        prompt_token_ids: chunk.prompt_token_ids.clone().or_else(|| choice.and_then(|c| c.prompt_token_ids.clone())),
-        token_ids: choice.and_then(|c| c.token_ids.clone()),
+        content: content.unwrap_or_default(),
+        prompt_token_ids: chunk.prompt_token_ids.or(choice_prompt_ids),
+        token_ids,
         ..Default::default()
     };
     if let Some(u) = chunk.usage {
@@ -274,7 +331,7 @@ impl Client {
             .pool_max_idle_per_host(usize::MAX)
             .tcp_nodelay(true)
             .build()?;
-        Ok(Self { http, config, clock })
+        Ok(Self { http, config, clock, urls: Arc::default() })
     }
 
     pub fn http(&self) -> &reqwest::Client {
@@ -291,7 +348,7 @@ impl Client {
 
     /// Streams one chat completion. Never returns an error: failures are part of the outcome.
     pub async fn stream_chat(&self, request: &ChatRequest<'_>, scheduled_ms: f64) -> ChatOutcome {
-        let input = ("messages", json!(request.messages));
+        let input = Input::Messages(request.messages);
         let path = "/v1/chat/completions";
         self.stream(request.base_url, path, request.model, input, request.max_tokens, request.return_token_ids, scheduled_ms)
             .await
@@ -300,10 +357,25 @@ impl Client {
     /// Streams one text completion (`/v1/completions`) of an already rendered `prompt`, through
     /// the same streaming path as [`stream_chat`](Self::stream_chat).
     pub async fn stream_completion(&self, request: &CompletionRequest<'_>, scheduled_ms: f64) -> ChatOutcome {
-        let input = ("prompt", json!(request.prompt));
+        let input = Input::Prompt(request.prompt);
         let path = "/v1/completions";
         self.stream(request.base_url, path, request.model, input, request.max_tokens, request.return_token_ids, scheduled_ms)
             .await
+    }
+
+    /// `base_url` + `path`, parsed once per endpoint.
+    fn url(&self, base_url: &str, path: &'static str) -> Result<reqwest::Url, String> {
+        let mut urls = crate::core::lock(&self.urls);
+        if let Some((_, _, url)) = urls.iter().find(|(b, p, _)| b == base_url && *p == path) {
+            return Ok(url.clone());
+        }
+        let joined = format!("{}{path}", base_url.trim_end_matches('/'));
+        let url = reqwest::Url::parse(&joined).map_err(|e| format!("invalid endpoint URL {joined}: {e}"))?;
+        // Bounded: a run talks to a handful of endpoints.
+        if urls.len() < 64 {
+            urls.push((base_url.to_string(), path, url.clone()));
+        }
+        Ok(url)
     }
 
     /// One streamed request: `input` is the endpoint's prompt field (`messages` or `prompt`).
@@ -311,35 +383,42 @@ impl Client {
     async fn stream(
         &self,
         base_url: &str,
-        path: &str,
+        path: &'static str,
         model: &str,
-        input: (&str, serde_json::Value),
+        input: Input<'_>,
         max_tokens: u32,
         return_token_ids: bool,
         scheduled_ms: f64,
     ) -> ChatOutcome {
-        let mut body = json!({
-            "model": model,
-            "max_tokens": max_tokens,
-            "stream": true,
-            "stream_options": {"include_usage": true},
-        });
-        body[input.0] = input.1;
-        if self.config.ignore_eos {
-            body["ignore_eos"] = json!(true);
-        }
-        if return_token_ids {
-            body["return_token_ids"] = json!(true);
-        }
-        let url = format!("{}{path}", base_url.trim_end_matches('/'));
-        let (url, body) = (url.as_str(), &body);
+        let (messages, prompt) = match input {
+            Input::Messages(m) => (Some(m), None),
+            Input::Prompt(p) => (None, Some(p)),
+        };
+        let body = RequestBody {
+            model,
+            max_tokens,
+            stream: true,
+            stream_options: StreamOptions { include_usage: true },
+            messages,
+            prompt,
+            ignore_eos: self.config.ignore_eos,
+            return_token_ids,
+        };
+        // Neither fails for a well-formed run; if one does, the request fails, the run goes on.
+        let prepared = self
+            .url(base_url, path)
+            .and_then(|url| serde_json::to_vec(&body).map(|body| (url, body)).map_err(|e| format!("request body: {e}")));
         let sent = Instant::now();
         let mut outcome = ChatOutcome::default();
         outcome.timing.scheduled_ms = scheduled_ms.min(self.clock.ms(sent));
         outcome.timing.sent_ms = self.clock.ms(sent);
         let deadline = sent + self.config.request_timeout;
         let first_token_deadline = sent + self.config.first_token_timeout;
-        let result = tokio::time::timeout_at(deadline, self.stream_inner(url, body, &mut outcome, first_token_deadline))
+        let request = async {
+            let (url, body) = prepared.map_err(|e| Failure(Status::Connect, None, e))?;
+            self.stream_inner(url, body, &mut outcome, first_token_deadline).await
+        };
+        let result = tokio::time::timeout_at(deadline, request)
             .await
             .unwrap_or_else(|_| {
                 Err(Failure(
@@ -372,12 +451,13 @@ impl Client {
 
     async fn stream_inner(
         &self,
-        url: &str,
-        body: &serde_json::Value,
+        url: reqwest::Url,
+        body: Vec<u8>,
         outcome: &mut ChatOutcome,
         first_token_deadline: Instant,
     ) -> Result<(), Failure> {
-        let req = authed(self.http.post(url).json(body), self.config.api_key.as_deref());
+        let req = self.http.post(url).header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+        let req = authed(req, self.config.api_key.as_deref());
         let response = tokio::time::timeout_at(first_token_deadline, req.send())
             .await
             .map_err(|_| first_token_timeout(&self.config))?
@@ -391,7 +471,7 @@ impl Client {
         }
         let mut decoder = SseDecoder::new(MAX_SSE_LINE_BYTES, MAX_STREAM_BYTES);
         let mut response = response;
-        let mut events: Vec<String> = Vec::new();
+        let mut events = Events::default();
         let mut done = false;
         let mut ended = false;
         while !done && !ended {
@@ -411,7 +491,7 @@ impl Client {
                 }
             }
             let at = self.clock.now_ms();
-            for data in events.drain(..) {
+            for data in events.iter() {
                 if done {
                     break;
                 }
@@ -419,7 +499,7 @@ impl Client {
                     done = true;
                     continue;
                 }
-                let chunk = parse_chunk(&data).map_err(stream_failure)?;
+                let chunk = parse_chunk(data).map_err(stream_failure)?;
                 if let Some(ids) = chunk.prompt_token_ids {
                     outcome.prompt_token_ids = Some(ids);
                 }
@@ -444,6 +524,7 @@ impl Client {
                     outcome.usage_problem = chunk.usage_problem;
                 }
             }
+            events.clear();
         }
         if !done {
             return Err(Failure(Status::Stream, None, "stream ended before data: [DONE]".into()));

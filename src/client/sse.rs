@@ -29,6 +29,46 @@ impl std::fmt::Display for SseError {
 
 impl std::error::Error for SseError {}
 
+/// The data of decoded events, in one buffer: decoding allocates nothing per event once the
+/// buffer has grown to a chunk's worth (a stream is hundreds of events a second per request).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Events {
+    text: String,
+    /// Where each event's data ends in `text`.
+    ends: Vec<usize>,
+}
+
+impl Events {
+    /// Each event's data, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let data = &self.text[start..end];
+            start = end;
+            data
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Forgets the events, keeping the buffers.
+    pub fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
+    }
+
+    fn push(&mut self, data: &str) {
+        self.text.push_str(data);
+        self.ends.push(self.text.len());
+    }
+}
+
 /// Incremental decoder; feed it the body as it arrives with [`push`](Self::push).
 #[derive(Debug)]
 pub struct SseDecoder {
@@ -36,8 +76,9 @@ pub struct SseDecoder {
     max_body: u64,
     /// Bytes of the line being read (no terminator).
     line: Vec<u8>,
-    /// The data of the event being read, if it has a `data` field yet.
-    data: Option<String>,
+    /// The data of the event being read, once it has a `data` field (`has_data`).
+    data: String,
+    has_data: bool,
     /// The previous byte was `\r`: a `\n` right after it ends nothing more.
     after_cr: bool,
     body: u64,
@@ -46,11 +87,11 @@ pub struct SseDecoder {
 
 impl SseDecoder {
     pub fn new(max_line: usize, max_body: u64) -> Self {
-        Self { max_line, max_body, line: Vec::new(), data: None, after_cr: false, body: 0, lines: 0 }
+        Self { max_line, max_body, line: Vec::new(), data: String::new(), has_data: false, after_cr: false, body: 0, lines: 0 }
     }
 
     /// Feeds `bytes`; appends the data of every event they complete to `events`.
-    pub fn push(&mut self, bytes: &[u8], events: &mut Vec<String>) -> Result<(), SseError> {
+    pub fn push(&mut self, bytes: &[u8], events: &mut Events) -> Result<(), SseError> {
         self.body = self.body.saturating_add(bytes.len() as u64);
         if self.body > self.max_body {
             return Err(SseError::BodyTooLarge { limit: self.max_body });
@@ -81,18 +122,23 @@ impl SseDecoder {
 
     /// The end of the body: a last event not followed by an empty line is dispatched too (what
     /// browsers do not, but servers that close right after `data: [DONE]` rely on).
-    pub fn finish(&mut self, events: &mut Vec<String>) -> Result<(), SseError> {
+    pub fn finish(&mut self, events: &mut Events) -> Result<(), SseError> {
         if !self.line.is_empty() {
             self.end_line(events)?;
         }
-        if let Some(data) = self.data.take() {
-            events.push(data);
-        }
+        self.dispatch(events);
         Ok(())
     }
 
+    fn dispatch(&mut self, events: &mut Events) {
+        if std::mem::take(&mut self.has_data) {
+            events.push(&self.data);
+            self.data.clear();
+        }
+    }
+
     fn extend_line(&mut self, part: &[u8]) -> Result<(), SseError> {
-        let pending = self.data.as_ref().map_or(0, String::len);
+        let pending = self.data.len();
         if self.line.len() + part.len() + pending > self.max_line {
             return Err(SseError::LineTooLong { limit: self.max_line });
         }
@@ -100,33 +146,30 @@ impl SseDecoder {
         Ok(())
     }
 
-    fn end_line(&mut self, events: &mut Vec<String>) -> Result<(), SseError> {
+    fn end_line(&mut self, events: &mut Events) -> Result<(), SseError> {
         self.lines += 1;
-        let line = std::mem::take(&mut self.line);
-        if line.is_empty() {
-            if let Some(data) = self.data.take() {
-                events.push(data);
-            }
+        if self.line.is_empty() {
+            self.dispatch(events);
             return Ok(());
         }
-        let line = String::from_utf8(line).map_err(|_| SseError::NotUtf8 { line: self.lines })?;
+        // The line's buffer is kept for the next line; its text is copied once, into `data`.
+        let line = std::str::from_utf8(&self.line).map_err(|_| SseError::NotUtf8 { line: self.lines })?;
         let (field, value) = match line.find(':') {
-            Some(0) => return Ok(()), // a comment
+            Some(0) => ("", ""), // a comment
             Some(i) => {
                 let v = &line[i + 1..];
                 (&line[..i], v.strip_prefix(' ').unwrap_or(v))
             }
-            None => (line.as_str(), ""),
+            None => (line, ""),
         };
         if field == "data" {
-            match &mut self.data {
-                Some(d) => {
-                    d.push('\n');
-                    d.push_str(value);
-                }
-                None => self.data = Some(value.to_string()),
+            if self.has_data {
+                self.data.push('\n');
             }
+            self.data.push_str(value);
+            self.has_data = true;
         }
+        self.line.clear();
         Ok(())
     }
 }
@@ -137,10 +180,10 @@ mod tests {
 
     fn decode(input: &[u8]) -> Result<Vec<String>, SseError> {
         let mut d = SseDecoder::new(64, 1 << 20);
-        let mut out = Vec::new();
+        let mut out = Events::default();
         d.push(input, &mut out)?;
         d.finish(&mut out)?;
-        Ok(out)
+        Ok(out.iter().map(String::from).collect())
     }
 
     #[test]
@@ -148,6 +191,7 @@ mod tests {
         assert_eq!(decode(b"data: a\n\ndata: b\r\n\r\n: ping\n\ndata:c\rdata: d\r\r").unwrap(), ["a", "b", "c\nd"]);
         assert_eq!(decode(b"event: x\nid: 1\ndata: [DONE]").unwrap(), ["[DONE]"]);
         assert_eq!(decode(b"retry: 5\n\n").unwrap(), Vec::<String>::new());
+        assert_eq!(decode(b"data:\n\ndata\n\n: c\n\n").unwrap(), ["", ""], "an empty data field is an event");
     }
 
     #[test]
@@ -155,11 +199,11 @@ mod tests {
         let input = b"data: one\r\n\r\ndata: two\n\n";
         for cut in 0..input.len() {
             let mut d = SseDecoder::new(64, 1 << 20);
-            let mut out = Vec::new();
+            let mut out = Events::default();
             d.push(&input[..cut], &mut out).unwrap();
             d.push(&input[cut..], &mut out).unwrap();
             d.finish(&mut out).unwrap();
-            assert_eq!(out, ["one", "two"], "cut at {cut}");
+            assert_eq!(out.iter().collect::<Vec<_>>(), ["one", "two"], "cut at {cut}");
         }
     }
 
@@ -170,6 +214,6 @@ mod tests {
         assert_eq!(decode(&many).unwrap_err(), SseError::LineTooLong { limit: 64 }, "an event's data counts too");
         assert_eq!(decode(b"data: \xff\xfe\n\n").unwrap_err(), SseError::NotUtf8 { line: 1 });
         let mut d = SseDecoder::new(64, 10);
-        assert!(d.push(b"data: 12345678\n", &mut Vec::new()).unwrap_err().to_string().contains("10 bytes"));
+        assert!(d.push(b"data: 12345678\n", &mut Events::default()).unwrap_err().to_string().contains("10 bytes"));
     }
 }

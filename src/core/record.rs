@@ -132,8 +132,8 @@ impl ReuseFlag {
 /// Raw client-side timing of one streamed request. All instants are milliseconds since the
 /// run's monotonic origin (`RunClock`). In `turns.jsonl` (see [`compact`]) the instants are
 /// rounded to the microsecond and the chunk arrivals written as integer microsecond gaps.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(from = "compact::TimingLine", into = "compact::TimingLine")]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(from = "compact::TimingLine")]
 pub struct RequestTiming {
     /// When the scheduler wanted the request sent (open loop); equals `sent_ms` in closed loop.
     pub scheduled_ms: f64,
@@ -174,7 +174,7 @@ pub struct Derived {
 pub mod compact {
     use serde::{Deserialize, Serialize, Serializer};
 
-    use super::RequestTiming;
+    use super::{CacheObservation, RagPhase, RenderedPrompt, RequestTiming, Status, TurnRecord, TurnResources, Usage};
 
     /// Milliseconds kept to the microsecond: below any clock turnbench reads, and short to write.
     pub fn round_us(ms: f64) -> f64 {
@@ -196,50 +196,107 @@ pub mod compact {
         }
     }
 
-    /// `RequestTiming` as a line holds it. `chunk_gaps_us`: the first content chunk's arrival
-    /// after `sent_ms`, then each next chunk's after the one before, in whole microseconds
-    /// (inter-token latencies exact to the microsecond). Files of older versions hold the
-    /// absolute `content_chunk_ms` instead; both are read.
-    #[derive(Serialize, Deserialize)]
-    pub struct TimingLine {
+    /// The first content chunk's instant as a line rebuilds it: `sent_ms` and the first gap,
+    /// both in whole microseconds.
+    fn first_chunk_us(t: &RequestTiming) -> Option<f64> {
+        t.content_chunk_ms.first().map(|&at| {
+            let sent = (t.sent_ms * 1000.0).round();
+            let gap = (at * 1000.0).round() - sent;
+            (sent + if gap.is_finite() && gap > 0.0 { gap } else { 0.0 }) / 1000.0
+        })
+    }
+
+    /// `RequestTiming` as a line holds it, borrowed (writing a record copies nothing).
+    /// `chunk_gaps_us`: the first content chunk's arrival after `sent_ms`, then each next
+    /// chunk's after the one before, in whole microseconds (inter-token latencies exact to the
+    /// microsecond). `first_token_ms` is left out when it is the first chunk's instant (the
+    /// client sets both from one clock read). Files of older versions hold the absolute
+    /// `content_chunk_ms` instead; both are read.
+    #[derive(Serialize)]
+    struct TimingRef<'a> {
         #[serde(serialize_with = "us")]
         scheduled_ms: f64,
         #[serde(serialize_with = "us")]
         sent_ms: f64,
-        #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "us_opt")]
-        first_token_ms: Option<f64>,
+        #[serde(skip_serializing_if = "Option::is_none", serialize_with = "us_opt_opt")]
+        first_token_ms: Option<Option<f64>>,
         #[serde(serialize_with = "us")]
         end_ms: f64,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[serde(skip_serializing_if = "Gaps::is_empty")]
+        chunk_gaps_us: Gaps<'a>,
+    }
+
+    fn us_opt_opt<S: Serializer>(v: &Option<Option<f64>>, s: S) -> Result<S::Ok, S::Error> {
+        us_opt(&v.flatten(), s)
+    }
+
+    /// Chunk instants written as microsecond gaps, computed while serializing.
+    struct Gaps<'a> {
+        sent_ms: f64,
+        chunks: &'a [f64],
+    }
+
+    impl Gaps<'_> {
+        fn is_empty(&self) -> bool {
+            self.chunks.is_empty()
+        }
+    }
+
+    impl Serialize for Gaps<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeSeq;
+            // Gaps between instants rounded to the microsecond (as the reader rebuilds them),
+            // so they never add up to drift.
+            let mut previous = (self.sent_ms * 1000.0).round();
+            let mut seq = s.serialize_seq(Some(self.chunks.len()))?;
+            for &at in self.chunks {
+                let at = (at * 1000.0).round();
+                let gap = at - previous;
+                previous = at;
+                seq.serialize_element(&if gap.is_finite() && gap > 0.0 { gap as u64 } else { 0 })?;
+            }
+            seq.end()
+        }
+    }
+
+    impl Serialize for RequestTiming {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let implied = first_chunk_us(self);
+            let first_token_ms = match (self.first_token_ms.map(round_us), implied) {
+                (a, Some(b)) if a == Some(b) => None,
+                (None, None) => None,
+                (a, _) => Some(a),
+            };
+            TimingRef {
+                scheduled_ms: self.scheduled_ms,
+                sent_ms: self.sent_ms,
+                first_token_ms,
+                end_ms: self.end_ms,
+                chunk_gaps_us: Gaps { sent_ms: self.sent_ms, chunks: &self.content_chunk_ms },
+            }
+            .serialize(s)
+        }
+    }
+
+    /// `RequestTiming` as a line of this or an older version holds it.
+    #[derive(Deserialize)]
+    pub struct TimingLine {
+        scheduled_ms: f64,
+        sent_ms: f64,
+        /// Absent: the first chunk's instant (or none without chunks); `null`: no first token
+        /// although chunks came (written only then).
+        #[serde(default, deserialize_with = "present")]
+        first_token_ms: Option<Option<f64>>,
+        end_ms: f64,
+        #[serde(default)]
         chunk_gaps_us: Vec<u64>,
-        #[serde(default, skip_serializing)]
+        #[serde(default)]
         content_chunk_ms: Vec<f64>,
     }
 
-    impl From<RequestTiming> for TimingLine {
-        fn from(t: RequestTiming) -> Self {
-            // Gaps between instants rounded to the microsecond (as the reader rebuilds them), so
-            // they never add up to drift.
-            let mut previous = (t.sent_ms * 1000.0).round();
-            let chunk_gaps_us = t
-                .content_chunk_ms
-                .iter()
-                .map(|&at| {
-                    let at = (at * 1000.0).round();
-                    let gap = at - previous;
-                    previous = at;
-                    if gap.is_finite() && gap > 0.0 { gap as u64 } else { 0 }
-                })
-                .collect();
-            TimingLine {
-                scheduled_ms: t.scheduled_ms,
-                sent_ms: t.sent_ms,
-                first_token_ms: t.first_token_ms,
-                end_ms: t.end_ms,
-                chunk_gaps_us,
-                content_chunk_ms: Vec::new(),
-            }
-        }
+    /// A field that is there, `null` included (`Some(None)`); absent stays `None` (default).
+    fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<f64>>, D::Error> {
+        Option::<f64>::deserialize(d).map(Some)
     }
 
     impl From<TimingLine> for RequestTiming {
@@ -258,13 +315,98 @@ pub mod compact {
                     })
                     .collect()
             };
-            RequestTiming {
+            let mut timing = RequestTiming {
                 scheduled_ms: l.scheduled_ms,
                 sent_ms: l.sent_ms,
-                first_token_ms: l.first_token_ms,
+                first_token_ms: None,
                 end_ms: l.end_ms,
                 content_chunk_ms,
+            };
+            timing.first_token_ms = match l.first_token_ms {
+                Some(written) => written,
+                None => first_chunk_us(&timing),
+            };
+            timing
+        }
+    }
+
+    /// `output_chunks` as a line leaves it out: the number of chunk gaps (resolved by
+    /// [`TurnRecord::settle`](super::TurnRecord::settle), which every read calls).
+    pub(super) fn chunks_implied() -> u64 {
+        u64::MAX
+    }
+
+    /// `http_status` as a line leaves it out: 200 for an `ok` record, none otherwise (resolved
+    /// by `settle`).
+    pub(super) fn http_implied() -> Option<u16> {
+        Some(0)
+    }
+
+    /// [`TurnRecord`] as a line holds it, borrowed. Left out besides nulls, empties and
+    /// `false`: `derived` (computed on read), `http_status` 200 of an `ok` record, and
+    /// `output_chunks` when it is the number of chunk gaps.
+    #[derive(Serialize)]
+    struct TurnRef<'a> {
+        test: u32,
+        conversation_id: &'a str,
+        #[serde(skip_serializing_if = "<[String]>::is_empty")]
+        tags: &'a [String],
+        turn: u32,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        warmup: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        level: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        session: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rag_phase: Option<RagPhase>,
+        #[serde(skip_serializing_if = "<[String]>::is_empty")]
+        rag_actions: &'a [String],
+        max_tokens: u32,
+        status: Status,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        http_status: Option<u16>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<&'a str>,
+        timing: &'a RequestTiming,
+        usage: &'a Usage,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        output_chunks: Option<u64>,
+        cache: &'a CacheObservation,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        resources: Option<&'a TurnResources>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        prompt: Option<&'a RenderedPrompt>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        shard: Option<u32>,
+    }
+
+    impl Serialize for TurnRecord {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let r = self;
+            TurnRef {
+                test: r.test,
+                conversation_id: &r.conversation_id,
+                tags: &r.tags,
+                turn: r.turn,
+                warmup: r.warmup,
+                level: r.level.as_deref(),
+                session: r.session,
+                rag_phase: r.rag_phase,
+                rag_actions: &r.rag_actions,
+                max_tokens: r.max_tokens,
+                status: r.status,
+                http_status: r.http_status.filter(|&h| !(r.status.is_ok() && h == 200)),
+                error: r.error.as_deref(),
+                timing: &r.timing,
+                usage: &r.usage,
+                output_chunks: Some(r.output_chunks).filter(|&n| n != r.timing.content_chunk_ms.len() as u64),
+                cache: &r.cache,
+                resources: r.resources.as_ref(),
+                prompt: r.prompt.as_ref(),
+                shard: r.shard,
             }
+            .serialize(s)
         }
     }
 }
@@ -274,6 +416,12 @@ impl TurnRecord {
     /// computed from them (the same numbers whether a report is built during the run or from
     /// the file later).
     pub fn settle(&mut self) {
+        if self.output_chunks == compact::chunks_implied() {
+            self.output_chunks = self.timing.content_chunk_ms.len() as u64;
+        }
+        if self.http_status == compact::http_implied() {
+            self.http_status = self.status.is_ok().then_some(200);
+        }
         self.timing.round_to_us();
         self.derived = self.timing.derive(self.usage.completion_tokens);
     }
@@ -388,56 +536,59 @@ pub struct CacheObservation {
     pub flag: Option<ReuseFlag>,
 }
 
-/// One request of one conversation turn. The unit of every report.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// One request of one conversation turn. The unit of every report. Written as
+/// [`compact`] says; read back only through [`read_records`], whose `settle` resolves what a
+/// line leaves out.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct TurnRecord {
     /// Index of the test this request belongs to (one conversation = one test in single-user mode).
     pub test: u32,
     pub conversation_id: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub tags: Vec<String>,
     /// 1-based turn number within the conversation.
     pub turn: u32,
     /// Warm-up requests are recorded but excluded from statistics (written only when true).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default)]
     pub warmup: bool,
     /// Load level label (e.g. target QPS) for multi-user runs; `None` in single-user mode.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub level: Option<String>,
     /// Concurrent session / user index for multi-user runs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub session: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub rag_phase: Option<RagPhase>,
     /// RAG actions applied right before this turn, e.g. `inject:doc-a@system`, `remove:doc-a`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub rag_actions: Vec<String>,
     pub max_tokens: u32,
     pub status: Status,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default = "compact::http_implied")]
     pub http_status: Option<u16>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub error: Option<String>,
     pub timing: RequestTiming,
     /// Computed from `timing` and `usage` ([`TurnRecord::settle`]), so not written to
     /// `turns.jsonl`: a line holds what was measured (files of older versions that hold it are
     /// read, and it is computed again).
-    #[serde(default, skip_serializing)]
+    #[serde(default)]
     pub derived: Derived,
     pub usage: Usage,
+    #[serde(default = "compact::chunks_implied")]
     pub output_chunks: u64,
     pub cache: CacheObservation,
     /// GPU / engine CPU during the request, joined from `timeline.csv` at report time (never
     /// written to `turns.jsonl` by the run itself).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub resources: Option<TurnResources>,
     /// The prompt turnbench rendered itself (`--prompt-mode completion`); absent in chat mode,
     /// where the server applies its template.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub prompt: Option<RenderedPrompt>,
     /// The shard (`--shard I/N`) that sent this request: set by `turnbench merge` in the merged
     /// folder, absent elsewhere.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub shard: Option<u32>,
 }
 
@@ -523,6 +674,8 @@ pub struct RecordSink {
     path: PathBuf,
     file: File,
     written: usize,
+    /// The line being written, kept between appends so that a record costs no allocation.
+    line: Vec<u8>,
 }
 
 impl RecordSink {
@@ -532,15 +685,17 @@ impl RecordSink {
             .append(true)
             .open(path)
             .with_context(|| format!("cannot open {} for appending", path.display()))?;
-        Ok(Self { path: path.to_path_buf(), file, written: 0 })
+        Ok(Self { path: path.to_path_buf(), file, written: 0, line: Vec::new() })
     }
 
     pub fn append<T: Serialize>(&mut self, record: &T) -> Result<()> {
-        let mut line = serde_json::to_vec(record)?;
-        line.push(b'\n');
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, record)?;
+        self.line.push(b'\n');
+        // One write per record, straight to the file: a run killed at any moment keeps every
+        // record that came back before.
         self.file
-            .write_all(&line)
-            .and_then(|_| self.file.flush())
+            .write_all(&self.line)
             .with_context(|| format!("cannot append to {}", self.path.display()))?;
         self.written += 1;
         Ok(())
@@ -557,21 +712,19 @@ pub fn read_records(path: &Path) -> Result<(Vec<TurnRecord>, Vec<String>)> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut records = Vec::new();
     let mut warnings = Vec::new();
-    let lines: Vec<String> = BufReader::new(file)
-        .lines()
-        .collect::<std::io::Result<_>>()
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let last = lines.len();
-    for (i, line) in lines.iter().enumerate() {
+    // Line by line: a file of a million records is never held as text besides its records.
+    let mut lines = BufReader::new(file).lines().enumerate().peekable();
+    while let Some((i, line)) = lines.next() {
+        let line = line.with_context(|| format!("cannot read {}", path.display()))?;
         if line.trim().is_empty() {
             continue;
         }
-        match serde_json::from_str::<TurnRecord>(line) {
+        match serde_json::from_str::<TurnRecord>(&line) {
             Ok(mut r) => {
                 r.settle();
                 records.push(r)
             }
-            Err(e) if i + 1 == last => {
+            Err(e) if lines.peek().is_none() => {
                 warnings.push(format!("{}:{}: skipped a truncated last record ({e})", path.display(), i + 1))
             }
             Err(e) => anyhow::bail!("{}:{}:{}: invalid record: {e}", path.display(), i + 1, e.column()),
@@ -714,8 +867,63 @@ mod compact_tests {
             conversation_id: "c".into(),
             usage: Usage { completion_tokens: Some(4), ..Default::default() },
             timing,
+            status: Status::Ok,
+            http_status: Some(200),
+            output_chunks: 4,
             ..Default::default()
         }
+    }
+
+    fn round_trip(r: &TurnRecord) -> (String, TurnRecord) {
+        let line = serde_json::to_string(r).unwrap();
+        let mut back: TurnRecord = serde_json::from_str(&line).unwrap();
+        back.settle();
+        (line, back)
+    }
+
+    #[test]
+    fn what_a_line_implies_is_left_out_and_read_back() {
+        let mut r = record();
+        r.settle();
+        let (line, back) = round_trip(&r);
+        for implied in ["first_token_ms", "http_status", "output_chunks"] {
+            assert!(!line.contains(implied), "{implied} is implied: {line}");
+        }
+        assert_eq!(back, r);
+        assert_eq!(back.timing.first_token_ms, Some(1012.346));
+        assert_eq!((back.http_status, back.output_chunks), (Some(200), 4));
+    }
+
+    #[test]
+    fn what_a_line_cannot_imply_is_kept() {
+        type Change = fn(&mut TurnRecord);
+        let cases: [(&str, Change); 6] = [
+            ("\"http_status\":200", |r| r.status = Status::Timeout),
+            ("\"http_status\":201", |r| r.http_status = Some(201)),
+            ("\"output_chunks\":5", |r| r.output_chunks = 5),
+            ("\"first_token_ms\":1013.0", |r| r.timing.first_token_ms = Some(1013.0)),
+            ("\"first_token_ms\":null", |r| r.timing.first_token_ms = None),
+            ("\"output_chunks\":4", |r| r.timing.content_chunk_ms.clear()),
+        ];
+        for (kept, change) in cases {
+            let mut r = record();
+            change(&mut r);
+            r.settle();
+            let (line, back) = round_trip(&r);
+            assert!(line.contains(kept), "{kept} must be written: {line}");
+            assert_eq!(back, r, "{kept}");
+        }
+        // A failed request without HTTP status and without chunks stays without both.
+        let mut r = record();
+        r.status = Status::Connect;
+        r.http_status = None;
+        r.timing.first_token_ms = None;
+        r.timing.content_chunk_ms.clear();
+        r.output_chunks = 0;
+        r.settle();
+        let (line, back) = round_trip(&r);
+        assert!(!line.contains("http_status") && !line.contains("first_token_ms") && !line.contains("output_chunks"), "{line}");
+        assert_eq!(back, r);
     }
 
     #[test]
