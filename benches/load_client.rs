@@ -179,6 +179,8 @@ async fn million(client: &Client, server: &ServerInfo, pool: &[turnbench::worklo
     const TARGET: usize = 1_000_000;
     let tmp = tempfile::tempdir().unwrap();
     let (recorder, ctx) = context(client, server, pool, tmp.path());
+    // As a run does: the records live in turns.jsonl, and the reports read them from there.
+    recorder.retain_from(None);
     let start = std::time::Instant::now();
     let mut windows = Vec::new();
     while recorder.len() < TARGET {
@@ -199,7 +201,7 @@ async fn million(client: &Client, server: &ServerInfo, pool: &[turnbench::worklo
     let recorded_n = recorder.len();
     let manifest = turnbench::core::results::Manifest { settings: serde_json::json!({}), ..Default::default() };
     let t = std::time::Instant::now();
-    let summary = turnbench::report::write_reports(tmp.path(), recorder.take_records(), &manifest).unwrap();
+    let summary = turnbench::report::write_reports(tmp.path(), &manifest).unwrap();
     println!(
         "1M requests: {} recorded in {recorded:.0} s (peak RSS {hwm_recorded:.0} MiB), reports built in {:.1} s: peak RSS {:.0} MiB ({} in the summary), turns.jsonl {:.0} MB",
         recorded_n,

@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use crate::analysis::load::{LoadSettings, SETTINGS_KEY};
 use crate::analysis::Summary;
 use crate::core::audit::{TOKENS_FILE, TRANSCRIPTS_FILE};
+use crate::core::record::read_records;
 use crate::core::results::{self, ClientCalibration, Manifest, MergedShard, ShardInfo, MANIFEST_FILE, TURNS_FILE};
 use crate::core::timeline::{metric, source, Timeline, TIMELINE_FILE};
 use crate::core::UsageError;
@@ -41,7 +42,10 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Summary> {
     let mut merged_from = Vec::new();
     for s in &shards {
         let off = offset_ms(s);
-        for w in &s.run.warnings {
+        // Merging sorts every shard's records onto one clock, so they are held here (and let go
+        // before the reports, which read the merged file one record at a time).
+        let (shard_records, warnings) = read_records(&s.run.turns())?;
+        for w in &warnings {
             eprintln!("warning: shard {}: {w}", s.info.index);
         }
         let mut shard_timeline = Timeline::read(&s.run.dir)?.unwrap_or_default();
@@ -65,13 +69,13 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Summary> {
             index: s.info.index,
             dir: s.run.dir.display().to_string(),
             offset_ms: off,
-            records: s.run.records.len(),
+            records: shard_records.len(),
             completed: m.completed == Some(true),
             cpu_mean_pct: (!cpu.is_empty()).then(|| cpu.iter().sum::<f64>() / cpu.len() as f64),
             cpu_max_pct: cpu.iter().copied().reduce(f64::max),
             ceiling_requests_per_s: m.client_calibration.as_ref().map(|c| c.requests_per_s),
         });
-        records.extend(s.run.records.iter().cloned().map(|mut r| {
+        records.extend(shard_records.into_iter().map(|mut r| {
             r.timing.shift(off);
             r.settle();
             r.shard = Some(s.info.index);
@@ -90,6 +94,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Summary> {
         turns.push(b'\n');
     }
     results::write_atomic(&out.join(TURNS_FILE), &turns)?;
+    drop((records, turns));
     if !timeline.samples.is_empty() {
         results::write_atomic(&out.join(TIMELINE_FILE), &timeline.to_csv()?)?;
     }
@@ -112,7 +117,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Summary> {
         results::write_atomic(&out.join(SYSTEM_FILE), &bytes)?;
     }
     results::write_manifest(out, &manifest)?;
-    report::write_reports(out, records, &manifest)
+    report::write_reports(out, &manifest)
 }
 
 /// How long a timeline sampled, ms (0 without samples).

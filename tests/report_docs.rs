@@ -124,7 +124,8 @@ fn every_csv_column_is_documented() {
     let tmp = tempfile::tempdir().unwrap();
     let manifest = turnbench::core::results::Manifest { engine: "sim".into(), ..Default::default() };
     turnbench::core::results::write_manifest(tmp.path(), &manifest).unwrap();
-    turnbench::report::write_reports(tmp.path(), Vec::new(), &manifest).unwrap();
+    std::fs::write(tmp.path().join("turns.jsonl"), "").unwrap();
+    turnbench::report::write_reports(tmp.path(), &manifest).unwrap();
     let header = |file: &str| -> Vec<String> {
         let mut r = csv::Reader::from_path(tmp.path().join(file)).unwrap();
         r.headers().unwrap().iter().map(String::from).collect()

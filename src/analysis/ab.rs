@@ -79,10 +79,20 @@ pub struct ArmB<'a> {
     pub identical_prompts: bool,
 }
 
+/// Whether a record takes part in the comparison: measured, successful, with a TTFT.
+pub fn usable(r: &TurnRecord) -> bool {
+    !r.warmup && r.status.is_ok() && r.derived.ttft_ms.is_some()
+}
+
+/// The (conversation, turn) of each usable record: what arm A's records pair with.
+pub fn usable_keys(records: &[TurnRecord]) -> std::collections::HashSet<(String, u32)> {
+    records.iter().filter(|r| usable(r)).map(|r| (r.conversation_id.clone(), r.turn)).collect()
+}
+
 /// Pairs the successful measured turns of both arms by (conversation, turn) and compares them.
 pub fn compare_arms(on: &[TurnRecord], off: &[TurnRecord], arms: [&str; 2], identical_prompts: bool) -> AbSummary {
     let key = |r: &TurnRecord| (r.conversation_id.clone(), r.turn);
-    let usable = |r: &&TurnRecord| !r.warmup && r.status.is_ok() && r.derived.ttft_ms.is_some();
+    let usable = |r: &&TurnRecord| usable(r);
     let off_by: BTreeMap<_, &TurnRecord> = off.iter().filter(usable).map(|r| (key(r), r)).collect();
     let pairs: Vec<(&TurnRecord, &TurnRecord)> =
         on.iter().filter(usable).filter_map(|a| off_by.get(&key(a)).map(|b| (a, *b))).collect();

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::load::LoadSettings;
-use super::stats::{percentile_sorted, sorted_finite};
+use super::stats::Distribution;
 use super::{pct, CacheTotals};
 use crate::core::record::TurnRecord;
 use crate::core::results::Manifest;
@@ -182,22 +182,40 @@ pub fn routing(replicas: &[ReplicaSummary], timeline: &Timeline, cache: &CacheTo
     })
 }
 
-/// Per-shard client health of a merged run (empty for any other run).
-pub fn shards(records: &[TurnRecord], manifest: &Manifest) -> Vec<ShardHealth> {
+/// One shard's records of a merged run, folded in one at a time.
+#[derive(Debug, Default)]
+pub struct ShardAcc {
+    ok: usize,
+    lag: Distribution,
+    ttft: Distribution,
+}
+
+impl ShardAcc {
+    /// A measured record of this shard.
+    pub fn push(&mut self, r: &TurnRecord) {
+        self.lag.push(r.derived.queue_ms);
+        if r.status.is_ok() {
+            self.ok += 1;
+            self.ttft.push(r.derived.ttft_ms.unwrap_or(f64::NAN));
+        }
+    }
+}
+
+/// Per-shard client health of a merged run (empty for any other run), from each shard's
+/// measured records (`accs`, by shard index).
+pub fn shards(accs: Vec<(u32, ShardAcc)>, manifest: &Manifest) -> Vec<ShardHealth> {
+    let mut accs: BTreeMap<u32, ShardAcc> = accs.into_iter().collect();
     manifest
         .merged_from
         .iter()
         .map(|m| {
-            let mine: Vec<&TurnRecord> = records.iter().filter(|r| r.shard == Some(m.index) && !r.warmup).collect();
-            let ok: Vec<&TurnRecord> = mine.iter().copied().filter(|r| r.status.is_ok()).collect();
-            let lag = sorted_finite(mine.iter().map(|r| r.derived.queue_ms));
-            let ttft = sorted_finite(ok.iter().filter_map(|r| r.derived.ttft_ms));
+            let mut acc = accs.remove(&m.index).unwrap_or_default();
             ShardHealth {
                 index: m.index,
                 records: m.records,
-                ok: ok.len(),
-                queue_p99_ms: percentile_sorted(&lag, 99.0),
-                ttft_p50_ms: percentile_sorted(&ttft, 50.0),
+                ok: acc.ok,
+                queue_p99_ms: acc.lag.percentile(99.0),
+                ttft_p50_ms: acc.ttft.percentile(50.0),
                 offset_ms: m.offset_ms,
                 cpu_mean_pct: m.cpu_mean_pct,
                 cpu_max_pct: m.cpu_max_pct,

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::stats::{percentile_sorted, sorted_finite, Stats};
+use super::stats::{Distribution, Stats};
 use crate::core::record::TurnRecord;
 use crate::core::results::{ClientCalibration, Manifest};
 use crate::schedule::LevelWindow;
@@ -160,35 +160,59 @@ pub struct LoadSummary {
 
 /// `None` unless the manifest describes a multi-user run.
 pub fn summarize_load(records: &[TurnRecord], manifest: &Manifest) -> Option<LoadSummary> {
-    let settings = LoadSettings::from_manifest(manifest)?;
-    let levels: Vec<LevelSummary> = settings
-        .levels
-        .iter()
-        .map(|w| {
-            let mut level = level_summary(records, w, &settings);
-            level.client_bound = client_bound(&level, manifest.client_calibration.as_ref());
-            level
-        })
-        .collect();
-    let (saturation, sustainable) =
-        find_saturation(&levels, settings.saturation_ttft_factor, settings.saturation_ttft_floor_ms);
-    let highest_sustainable_qps = sustainable.map(|l| l.target_qps.unwrap_or(l.achieved_qps));
-    let recommendation = recommend(saturation.as_ref(), sustainable, &levels);
-    Some(LoadSummary {
-        mode: settings.mode.clone(),
-        workload: settings.workload.clone(),
-        percentiles: settings.percentiles.clone(),
-        highest_sustainable: sustainable.map(|l| l.label.clone()),
-        highest_sustainable_qps,
-        levels,
-        saturation,
-        recommendation,
-    })
+    let mut builder = LoadBuilder::new(manifest)?;
+    for r in records {
+        builder.push(r);
+    }
+    Some(builder.finish(manifest))
 }
 
-fn percentiles(values: impl IntoIterator<Item = f64>, ps: &[f64]) -> Vec<Percentile> {
-    let v = sorted_finite(values);
-    ps.iter().filter_map(|&p| percentile_sorted(&v, p).map(|value| Percentile { p, value })).collect()
+/// The load summary taken one record at a time: one [`LevelAcc`] per level window.
+pub struct LoadBuilder {
+    settings: LoadSettings,
+    levels: Vec<LevelAcc>,
+}
+
+impl LoadBuilder {
+    /// `None` unless the manifest describes a multi-user run.
+    pub fn new(manifest: &Manifest) -> Option<Self> {
+        let settings = LoadSettings::from_manifest(manifest)?;
+        let levels = settings.levels.iter().map(|w| LevelAcc::new(w, &settings)).collect();
+        Some(LoadBuilder { settings, levels })
+    }
+
+    pub fn push(&mut self, r: &TurnRecord) {
+        for level in &mut self.levels {
+            level.push(r);
+        }
+    }
+
+    pub fn finish(self, manifest: &Manifest) -> LoadSummary {
+        let settings = self.settings;
+        let levels: Vec<LevelSummary> = self
+            .levels
+            .into_iter()
+            .map(|acc| {
+                let mut level = acc.finish(&settings.percentiles);
+                level.client_bound = client_bound(&level, manifest.client_calibration.as_ref());
+                level
+            })
+            .collect();
+        let (saturation, sustainable) =
+            find_saturation(&levels, settings.saturation_ttft_factor, settings.saturation_ttft_floor_ms);
+        let highest_sustainable_qps = sustainable.map(|l| l.target_qps.unwrap_or(l.achieved_qps));
+        let recommendation = recommend(saturation.as_ref(), sustainable, &levels);
+        LoadSummary {
+            mode: settings.mode.clone(),
+            workload: settings.workload.clone(),
+            percentiles: settings.percentiles.clone(),
+            highest_sustainable: sustainable.map(|l| l.label.clone()),
+            highest_sustainable_qps,
+            levels,
+            saturation,
+            recommendation,
+        }
+    }
 }
 
 /// The value at percentile `p` of a list, if present.
@@ -205,10 +229,15 @@ pub fn error_kind(r: &TurnRecord) -> String {
 
 /// Most intervals `[sent, end)` overlapping at one instant.
 pub fn max_in_flight<'a>(records: impl IntoIterator<Item = &'a TurnRecord>) -> usize {
-    let mut events: Vec<(f64, i32)> = Vec::new();
-    for r in records {
-        events.push((r.timing.sent_ms, 1));
-        events.push((r.timing.end_ms, -1));
+    max_in_flight_of(records.into_iter().map(|r| (r.timing.sent_ms, r.timing.end_ms)).collect())
+}
+
+/// Most intervals `[sent, end)` overlapping at one instant.
+fn max_in_flight_of(intervals: Vec<(f64, f64)>) -> usize {
+    let mut events: Vec<(f64, i32)> = Vec::with_capacity(intervals.len() * 2);
+    for (sent, end) in intervals {
+        events.push((sent, 1));
+        events.push((end, -1));
     }
     // Ends before starts at the same instant: back-to-back requests do not overlap.
     events.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
@@ -221,64 +250,153 @@ pub fn max_in_flight<'a>(records: impl IntoIterator<Item = &'a TurnRecord>) -> u
 }
 
 pub fn level_summary(records: &[TurnRecord], w: &LevelWindow, s: &LoadSettings) -> LevelSummary {
-    let ws = w.start_ms + s.trim_warmup_s * 1000.0;
-    let we = (w.stop_ms - s.trim_cooldown_s * 1000.0).max(ws);
-    let window_s = (we - ws) / 1000.0;
-    let of_level: Vec<&TurnRecord> =
-        records.iter().filter(|r| !r.warmup && r.level.as_deref() == Some(w.label.as_str())).collect();
-    let measured: Vec<&TurnRecord> =
-        of_level.iter().copied().filter(|r| r.timing.scheduled_ms >= ws && r.timing.scheduled_ms < we).collect();
-    let ok: Vec<&TurnRecord> = measured.iter().copied().filter(|r| r.status.is_ok()).collect();
-    let completed_in = |r: &&TurnRecord| r.status.is_ok() && r.timing.end_ms >= ws && r.timing.end_ms <= we;
-    let per_s = |n: f64| if window_s > 0.0 { n / window_s } else { 0.0 };
-    let offered = measured.iter().filter(|r| r.turn == 1).count() as f64;
-    let achieved = of_level.iter().filter(|r| r.turn == 1 && completed_in(r)).count() as f64;
-    let done: Vec<&TurnRecord> = of_level.iter().copied().filter(completed_in).collect();
-    let out_tokens: u64 = done.iter().filter_map(|r| r.usage.completion_tokens).sum();
-    let mut errors: BTreeMap<String, usize> = BTreeMap::new();
-    for r in measured.iter().filter(|r| !r.status.is_ok()) {
-        *errors.entry(error_kind(r)).or_default() += 1;
+    let mut acc = LevelAcc::new(w, s);
+    for r in records {
+        acc.push(r);
     }
-    let mut errors: Vec<KindCount> = errors.into_iter().map(|(kind, count)| KindCount { kind, count }).collect();
-    errors.sort_by(|a, b| b.count.cmp(&a.count).then(a.kind.cmp(&b.kind)));
-    let ps = &s.percentiles;
-    let stat = |name: &str, values: Vec<f64>| Stats::from_values(values).map(|stats| NamedStats { name: name.into(), stats });
-    let statistics = [
-        stat("ttft_ms", ok.iter().filter_map(|r| r.derived.ttft_ms).collect()),
-        stat("tpot_ms", ok.iter().filter_map(|r| r.derived.tpot_ms).collect()),
-        stat("latency_ms", ok.iter().map(|r| r.derived.latency_from_schedule_ms).collect()),
-        stat("input_turns", ok.iter().map(|r| r.turn as f64).collect()),
-        stat("input_tokens", ok.iter().filter_map(|r| r.usage.prompt_tokens.map(|t| t as f64)).collect()),
-        stat("output_tokens", ok.iter().filter_map(|r| r.usage.completion_tokens.map(|t| t as f64)).collect()),
-        stat("output_chunks", ok.iter().map(|r| r.output_chunks as f64).collect()),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    let queue = sorted_finite(measured.iter().map(|r| r.derived.queue_ms));
-    LevelSummary {
-        label: w.label.clone(),
-        target_qps: w.target_qps,
-        concurrency: w.concurrency,
-        window_s,
-        requests: measured.len(),
-        ok: ok.len(),
-        failed: measured.len() - ok.len(),
-        success_pct: (!measured.is_empty()).then(|| ok.len() as f64 / measured.len() as f64 * 100.0),
-        offered_qps: per_s(offered),
-        achieved_qps: per_s(achieved),
-        request_rate: per_s(done.len() as f64),
-        output_tokens_per_s: per_s(out_tokens as f64),
-        max_in_flight: max_in_flight(of_level.iter().copied()),
-        ttft_ms: percentiles(ok.iter().filter_map(|r| r.derived.ttft_ms), ps),
-        e2e_ms: percentiles(ok.iter().map(|r| r.derived.e2e_ms), ps),
-        latency_from_schedule_ms: percentiles(ok.iter().map(|r| r.derived.latency_from_schedule_ms), ps),
-        queue_ms: ps.iter().filter_map(|&p| percentile_sorted(&queue, p).map(|value| Percentile { p, value })).collect(),
-        output_tps: percentiles(ok.iter().filter_map(|r| r.derived.output_tps), ps),
-        errors,
-        statistics,
-        queue_p99_ms: percentile_sorted(&queue, 99.0),
-        client_bound: Vec::new(),
+    acc.finish(&s.percentiles)
+}
+
+/// One level's statistics, taken one record at a time (see the module docs for what counts).
+/// It keeps each request's `[sent, end)` for the most in flight (16 bytes a request) and
+/// [`Distribution`]s for the rest.
+pub struct LevelAcc {
+    window: LevelWindow,
+    /// Measured window `[start, end)`, ms.
+    start_ms: f64,
+    end_ms: f64,
+    measured: usize,
+    ok: usize,
+    offered: usize,
+    achieved: usize,
+    done: usize,
+    out_tokens: u64,
+    errors: BTreeMap<String, usize>,
+    in_flight: Vec<(f64, f64)>,
+    ttft: Distribution,
+    tpot: Distribution,
+    latency: Distribution,
+    input_turns: Distribution,
+    input_tokens: Distribution,
+    output_tokens: Distribution,
+    output_chunks: Distribution,
+    e2e: Distribution,
+    output_tps: Distribution,
+    queue: Distribution,
+}
+
+impl LevelAcc {
+    pub fn new(w: &LevelWindow, s: &LoadSettings) -> Self {
+        let start_ms = w.start_ms + s.trim_warmup_s * 1000.0;
+        let end_ms = (w.stop_ms - s.trim_cooldown_s * 1000.0).max(start_ms);
+        LevelAcc {
+            window: w.clone(),
+            start_ms,
+            end_ms,
+            measured: 0,
+            ok: 0,
+            offered: 0,
+            achieved: 0,
+            done: 0,
+            out_tokens: 0,
+            errors: BTreeMap::new(),
+            in_flight: Vec::new(),
+            ttft: Distribution::new(),
+            tpot: Distribution::new(),
+            latency: Distribution::new(),
+            input_turns: Distribution::new(),
+            input_tokens: Distribution::new(),
+            output_tokens: Distribution::new(),
+            output_chunks: Distribution::new(),
+            e2e: Distribution::new(),
+            output_tps: Distribution::new(),
+            queue: Distribution::new(),
+        }
+    }
+
+    /// Takes any record: those of other levels and warm-ups are left out here.
+    pub fn push(&mut self, r: &TurnRecord) {
+        if r.warmup || r.level.as_deref() != Some(self.window.label.as_str()) {
+            return;
+        }
+        let ok = r.status.is_ok();
+        self.in_flight.push((r.timing.sent_ms, r.timing.end_ms));
+        if ok && r.timing.end_ms >= self.start_ms && r.timing.end_ms <= self.end_ms {
+            self.done += 1;
+            self.out_tokens += r.usage.completion_tokens.unwrap_or(0);
+            if r.turn == 1 {
+                self.achieved += 1;
+            }
+        }
+        if !(r.timing.scheduled_ms >= self.start_ms && r.timing.scheduled_ms < self.end_ms) {
+            return;
+        }
+        self.measured += 1;
+        self.offered += usize::from(r.turn == 1);
+        self.queue.push(r.derived.queue_ms);
+        if !ok {
+            *self.errors.entry(error_kind(r)).or_default() += 1;
+            return;
+        }
+        self.ok += 1;
+        let opt = |v: Option<u64>| v.map_or(f64::NAN, |n| n as f64);
+        self.ttft.push(r.derived.ttft_ms.unwrap_or(f64::NAN));
+        self.tpot.push(r.derived.tpot_ms.unwrap_or(f64::NAN));
+        self.latency.push(r.derived.latency_from_schedule_ms);
+        self.input_turns.push(r.turn as f64);
+        self.input_tokens.push(opt(r.usage.prompt_tokens));
+        self.output_tokens.push(opt(r.usage.completion_tokens));
+        self.output_chunks.push(r.output_chunks as f64);
+        self.e2e.push(r.derived.e2e_ms);
+        self.output_tps.push(r.derived.output_tps.unwrap_or(f64::NAN));
+    }
+
+    pub fn finish(mut self, ps: &[f64]) -> LevelSummary {
+        let w = &self.window;
+        let window_s = (self.end_ms - self.start_ms) / 1000.0;
+        let per_s = |n: f64| if window_s > 0.0 { n / window_s } else { 0.0 };
+        let mut errors: Vec<KindCount> = self.errors.into_iter().map(|(kind, count)| KindCount { kind, count }).collect();
+        errors.sort_by(|a, b| b.count.cmp(&a.count).then(a.kind.cmp(&b.kind)));
+        let stat = |name: &str, d: &mut Distribution| d.stats().map(|stats| NamedStats { name: name.into(), stats });
+        let statistics = [
+            stat("ttft_ms", &mut self.ttft),
+            stat("tpot_ms", &mut self.tpot),
+            stat("latency_ms", &mut self.latency),
+            stat("input_turns", &mut self.input_turns),
+            stat("input_tokens", &mut self.input_tokens),
+            stat("output_tokens", &mut self.output_tokens),
+            stat("output_chunks", &mut self.output_chunks),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let percentiles = |d: &mut Distribution| -> Vec<Percentile> {
+            ps.iter().filter_map(|&p| d.percentile(p).map(|value| Percentile { p, value })).collect()
+        };
+        LevelSummary {
+            label: w.label.clone(),
+            target_qps: w.target_qps,
+            concurrency: w.concurrency,
+            window_s,
+            requests: self.measured,
+            ok: self.ok,
+            failed: self.measured - self.ok,
+            success_pct: (self.measured > 0).then(|| self.ok as f64 / self.measured as f64 * 100.0),
+            offered_qps: per_s(self.offered as f64),
+            achieved_qps: per_s(self.achieved as f64),
+            request_rate: per_s(self.done as f64),
+            output_tokens_per_s: per_s(self.out_tokens as f64),
+            max_in_flight: max_in_flight_of(self.in_flight),
+            ttft_ms: percentiles(&mut self.ttft),
+            e2e_ms: percentiles(&mut self.e2e),
+            latency_from_schedule_ms: percentiles(&mut self.latency),
+            queue_ms: percentiles(&mut self.queue),
+            output_tps: percentiles(&mut self.output_tps),
+            errors,
+            statistics,
+            queue_p99_ms: self.queue.percentile(99.0),
+            client_bound: Vec::new(),
+        }
     }
 }
 

@@ -30,7 +30,7 @@ pub mod load;
 pub mod resources;
 pub mod stats;
 
-pub use stats::{mean, p50, percentile_sorted, sorted_finite, std_dev, Stats};
+pub use stats::{mean, p50, percentile_sorted, sorted_finite, std_dev, Distribution, Stats};
 
 /// Version of the `summary.json` format (`docs/summary.schema.json`).
 pub const SUMMARY_SCHEMA_VERSION: u32 = 1;
@@ -323,49 +323,170 @@ pub fn summarize_run(
     timeline: Option<&Timeline>,
     arm_b: Option<ab::ArmB<'_>>,
 ) -> Summary {
-    let measured: Vec<&TurnRecord> = records.iter().filter(|r| !r.warmup).collect();
-    let ok: Vec<&TurnRecord> = measured.iter().copied().filter(|r| r.status.is_ok()).collect();
+    let mut builder = SummaryBuilder::new(manifest, arm_b);
+    for r in records {
+        builder.push(r);
+    }
+    builder.finish(timeline)
+}
 
-    let requests = RequestCounts {
-        total: records.len(),
-        warmup: records.len() - measured.len(),
-        measured: measured.len(),
-        ok: ok.len(),
-        failed: measured.len() - ok.len(),
-        success_pct: success_pct(ok.len(), measured.len()),
-    };
+/// The summary taken one record at a time: a run's records are read from `turns.jsonl` and
+/// folded in, never all held at once. What it keeps grows with the groups (turns, tags,
+/// levels, conversations), not with the requests: every distribution is a [`Distribution`].
+pub struct SummaryBuilder<'a> {
+    manifest: &'a Manifest,
+    arm_b: Option<ab::ArmB<'a>>,
+    /// Keys of arm B's usable turns, and arm A's records that pair with one (A/B runs only).
+    arm_b_keys: std::collections::HashSet<(String, u32)>,
+    arm_a: Vec<TurnRecord>,
+    total: usize,
+    warmup: usize,
+    ok: usize,
+    last_end_ms: f64,
+    errors: BTreeMap<Status, ErrorCount>,
+    overall: OverallAcc,
+    first: TtftGroupAcc,
+    later: TtftGroupAcc,
+    by_turn: BTreeMap<u32, TurnAcc>,
+    by_tag: BTreeMap<String, TagAcc>,
+    by_rag_phase: BTreeMap<RagPhase, PhaseAcc>,
+    cache: CacheAcc,
+    conversations: BTreeMap<(u32, Option<String>, Option<u32>, String), ConversationAcc>,
+    /// The conversation of each test's first measured record (for the resources section).
+    test_conversations: BTreeMap<u32, String>,
+    load: Option<load::LoadBuilder>,
+    shards: Vec<(u32, cluster::ShardAcc)>,
+}
 
-    let cache = cache_totals(&ok);
-    let replicas = timeline.map(|t| cluster::replicas(t, manifest)).unwrap_or_default();
-    let routing = timeline.and_then(|t| cluster::routing(&replicas, t, &cache));
-    Summary {
-        schema_version: SUMMARY_SCHEMA_VERSION,
-        run: run_info(manifest, records),
-        requests,
-        errors: errors(&measured),
-        overall: overall(&ok),
-        first_vs_later: first_vs_later(&ok),
-        by_turn: by_turn(&measured),
-        by_tag: by_tag(&measured),
-        by_rag_phase: by_rag_phase(&measured),
-        cache,
-        conversations: conversations(&measured),
-        resources: timeline.map(|t| resources::summarize_resources(records, t)),
-        load: load::summarize_load(records, manifest),
-        ab: arm_b.map(|b| ab::compare_arms(records, b.records, ab::ARMS, b.identical_prompts)),
-        replicas,
-        routing,
-        shards: cluster::shards(records, manifest),
+impl<'a> SummaryBuilder<'a> {
+    pub fn new(manifest: &'a Manifest, arm_b: Option<ab::ArmB<'a>>) -> Self {
+        let arm_b_keys = arm_b.map(|b| ab::usable_keys(b.records)).unwrap_or_default();
+        SummaryBuilder {
+            manifest,
+            arm_b,
+            arm_b_keys,
+            arm_a: Vec::new(),
+            total: 0,
+            warmup: 0,
+            ok: 0,
+            last_end_ms: 0.0,
+            errors: BTreeMap::new(),
+            overall: OverallAcc::default(),
+            first: TtftGroupAcc::default(),
+            later: TtftGroupAcc::default(),
+            by_turn: BTreeMap::new(),
+            by_tag: BTreeMap::new(),
+            by_rag_phase: BTreeMap::new(),
+            cache: CacheAcc::default(),
+            conversations: BTreeMap::new(),
+            test_conversations: BTreeMap::new(),
+            load: load::LoadBuilder::new(manifest),
+            shards: manifest.merged_from.iter().map(|m| (m.index, cluster::ShardAcc::default())).collect(),
+        }
+    }
+
+    /// Folds in one record (in completion order, as `turns.jsonl` holds them).
+    pub fn push(&mut self, r: &TurnRecord) {
+        self.total += 1;
+        if r.timing.end_ms.is_finite() && r.timing.end_ms >= 0.0 {
+            self.last_end_ms = self.last_end_ms.max(r.timing.end_ms);
+        }
+        if let Some(load) = &mut self.load {
+            load.push(r);
+        }
+        if r.warmup {
+            self.warmup += 1;
+            return;
+        }
+        let ok = r.status.is_ok();
+        for (index, acc) in &mut self.shards {
+            if r.shard == Some(*index) {
+                acc.push(r);
+            }
+        }
+        self.test_conversations.entry(r.test).or_insert_with(|| r.conversation_id.clone());
+        if self.arm_b.is_some() && ab::usable(r) && self.arm_b_keys.contains(&(r.conversation_id.clone(), r.turn)) {
+            self.arm_a.push(r.clone());
+        }
+        self.by_turn.entry(r.turn).or_default().push(r);
+        for t in &r.tags {
+            match self.by_tag.get_mut(t.as_str()) {
+                Some(acc) => acc.push(r),
+                None => self.by_tag.entry(t.clone()).or_default().push(r),
+            }
+        }
+        if let Some(p) = r.rag_phase {
+            self.by_rag_phase.entry(p).or_default().push(r);
+        }
+        let key = (r.test, r.level.clone(), r.session, r.conversation_id.clone());
+        self.conversations.entry(key).or_insert_with(|| ConversationAcc::new(r)).push(r);
+        if !ok {
+            let e = self.errors.entry(r.status).or_insert(ErrorCount { status: r.status, count: 0, example: None });
+            e.count += 1;
+            if e.example.is_none() {
+                e.example = r.error.clone();
+            }
+            return;
+        }
+        self.ok += 1;
+        self.overall.push(r);
+        if r.turn <= 1 { &mut self.first } else { &mut self.later }.push(r);
+        self.cache.push(r);
+    }
+
+    /// The summary of everything pushed.
+    pub fn finish(self, timeline: Option<&Timeline>) -> Summary {
+        let measured = self.total - self.warmup;
+        let requests = RequestCounts {
+            total: self.total,
+            warmup: self.warmup,
+            measured,
+            ok: self.ok,
+            failed: measured - self.ok,
+            success_pct: success_pct(self.ok, measured),
+        };
+        let cache = self.cache.finish();
+        let replicas = timeline.map(|t| cluster::replicas(t, self.manifest)).unwrap_or_default();
+        let routing = timeline.and_then(|t| cluster::routing(&replicas, t, &cache));
+        let mut errors: Vec<ErrorCount> = self.errors.into_values().collect();
+        errors.sort_by(|a, b| b.count.cmp(&a.count).then(a.status.cmp(&b.status)));
+        let first = self.first.finish();
+        let later = self.later.finish();
+        Summary {
+            schema_version: SUMMARY_SCHEMA_VERSION,
+            run: run_info(self.manifest, self.total, self.last_end_ms),
+            requests,
+            errors,
+            overall: self.overall.finish(),
+            first_vs_later: FirstVsLater {
+                ratio_mean: ratio(first.as_ref().map(|g| g.mean_ms), later.as_ref().map(|g| g.mean_ms)),
+                ratio_p50: ratio(first.as_ref().map(|g| g.p50_ms), later.as_ref().map(|g| g.p50_ms)),
+                first,
+                later,
+            },
+            by_turn: self.by_turn.into_iter().map(|(turn, acc)| acc.finish(turn)).collect(),
+            by_tag: self.by_tag.into_iter().map(|(tag, acc)| acc.finish(tag)).collect(),
+            by_rag_phase: self.by_rag_phase.into_iter().map(|(phase, acc)| acc.finish(phase)).collect(),
+            cache,
+            conversations: self.conversations.into_iter().map(|(key, acc)| acc.finish(key)).collect(),
+            resources: timeline.map(|t| resources::summarize_resources(&self.test_conversations, t)),
+            load: self.load.map(|l| l.finish(self.manifest)),
+            ab: self.arm_b.map(|b| ab::compare_arms(&self.arm_a, b.records, ab::ARMS, b.identical_prompts)),
+            replicas,
+            routing,
+            shards: cluster::shards(self.shards, self.manifest),
+        }
     }
 }
 
 /// "incomplete run (killed at …)" for a manifest never marked completed: the time is that of
-/// the last request that ended (the run's start plus its last `end_ms`), else the start.
-pub fn incomplete_note(m: &Manifest, records: &[TurnRecord]) -> Option<String> {
+/// the last request that ended (the run's start plus the largest `end_ms` of its `recorded`
+/// requests), else the start.
+pub fn incomplete_note(m: &Manifest, recorded: usize, last_end_ms: f64) -> Option<String> {
     if m.completed != Some(false) {
         return None;
     }
-    let last_ms = records.iter().map(|r| r.timing.end_ms).filter(|t| t.is_finite() && *t >= 0.0).fold(0.0, f64::max);
+    let last_ms = last_end_ms;
     let at = m
         .started_at
         .parse::<jiff::Timestamp>()
@@ -374,15 +495,14 @@ pub fn incomplete_note(m: &Manifest, records: &[TurnRecord]) -> Option<String> {
         .map(|t| t.round(jiff::Unit::Second).map(|t| t.to_string()).unwrap_or_else(|_| t.to_string()))
         .unwrap_or_else(|| format!("{} + {:.0} s", m.started_at, last_ms / 1000.0));
     Some(format!(
-        "incomplete run (killed at {at}, after {} recorded requests): the run never reached its end; \
-         its reports were rebuilt from what was recorded",
-        records.len()
+        "incomplete run (killed at {at}, after {recorded} recorded requests): the run never reached its end; \
+         its reports were rebuilt from what was recorded"
     ))
 }
 
-fn run_info(m: &Manifest, records: &[TurnRecord]) -> RunInfo {
+fn run_info(m: &Manifest, recorded: usize, last_end_ms: f64) -> RunInfo {
     RunInfo {
-        incomplete: incomplete_note(m, records),
+        incomplete: incomplete_note(m, recorded, last_end_ms),
         server_died: m.server_died.clone(),
         tool_version: m.tool_version.clone(),
         started_at: m.started_at.clone(),
@@ -398,196 +518,326 @@ fn run_info(m: &Manifest, records: &[TurnRecord]) -> RunInfo {
     }
 }
 
-fn errors(measured: &[&TurnRecord]) -> Vec<ErrorCount> {
-    let mut by_kind: BTreeMap<Status, ErrorCount> = BTreeMap::new();
-    for r in measured.iter().filter(|r| !r.status.is_ok()) {
-        let e = by_kind.entry(r.status).or_insert(ErrorCount { status: r.status, count: 0, example: None });
-        e.count += 1;
-        if e.example.is_none() {
-            e.example = r.error.clone();
+/// Running token-weighted reuse: `Σ cached`, `Σ prompt` over records reporting both.
+#[derive(Debug, Default)]
+struct ReuseAcc {
+    cached: u64,
+    prompt: u64,
+}
+
+impl ReuseAcc {
+    fn push(&mut self, r: &TurnRecord) {
+        if let (Some(c), Some(p)) = (r.observed_reuse(), r.usage.prompt_tokens) {
+            self.cached = self.cached.saturating_add(c);
+            self.prompt = self.prompt.saturating_add(p);
         }
     }
-    let mut out: Vec<ErrorCount> = by_kind.into_values().collect();
-    out.sort_by(|a, b| b.count.cmp(&a.count).then(a.status.cmp(&b.status)));
-    out
-}
 
-fn overall(ok: &[&TurnRecord]) -> Overall {
-    let f = |get: fn(&TurnRecord) -> Option<f64>| Stats::from_values(ok.iter().filter_map(|r| get(r)));
-    Overall {
-        ttft_ms: f(|r| r.derived.ttft_ms),
-        tpot_ms: f(|r| r.derived.tpot_ms),
-        itl_ms: Stats::from_values(ok.iter().flat_map(|r| r.timing.itl_ms())),
-        e2e_ms: f(|r| Some(r.derived.e2e_ms)),
-        output_tps: f(|r| r.derived.output_tps),
-        prompt_tokens: f(|r| r.usage.prompt_tokens.map(|n| n as f64)),
-        cached_tokens: f(|r| r.observed_reuse().map(|n| n as f64)),
-        output_tokens: f(|r| r.usage.completion_tokens.map(|n| n as f64)),
+    fn pct(&self) -> Option<f64> {
+        pct(self.cached as f64, self.prompt as f64)
     }
 }
 
-fn ttft_group<'a>(records: impl IntoIterator<Item = &'a &'a TurnRecord>) -> Option<TtftGroup> {
-    let records: Vec<&TurnRecord> = records.into_iter().copied().collect();
-    let v = sorted_finite(records.iter().filter_map(|r| ttft(r)));
-    let prompts: Vec<f64> = records.iter().filter_map(|r| r.usage.prompt_tokens.map(|p| p as f64)).collect();
-    let per_token = sorted_finite(records.iter().filter_map(|r| {
-        let uncached = r.usage.prompt_tokens?.saturating_sub(r.observed_reuse().unwrap_or(0)).max(1);
-        Some(ttft(r)? / uncached as f64)
-    }));
-    Some(TtftGroup {
-        count: v.len(),
-        mean_ms: mean(&v)?,
-        p50_ms: percentile_sorted(&v, 50.0)?,
-        prompt_tokens_mean: mean(&prompts),
-        ttft_per_uncached_token_p50_ms: percentile_sorted(&per_token, 50.0),
-    })
+fn opt_u64(v: Option<u64>) -> f64 {
+    v.map_or(f64::NAN, |n| n as f64)
 }
 
-fn first_vs_later(ok: &[&TurnRecord]) -> FirstVsLater {
-    let first = ttft_group(ok.iter().filter(|r| r.turn <= 1));
-    let later = ttft_group(ok.iter().filter(|r| r.turn > 1));
-    FirstVsLater {
-        ratio_mean: ratio(first.as_ref().map(|g| g.mean_ms), later.as_ref().map(|g| g.mean_ms)),
-        ratio_p50: ratio(first.as_ref().map(|g| g.p50_ms), later.as_ref().map(|g| g.p50_ms)),
-        first,
-        later,
+#[derive(Debug, Default)]
+struct OverallAcc {
+    ttft: Distribution,
+    tpot: Distribution,
+    itl: Distribution,
+    e2e: Distribution,
+    output_tps: Distribution,
+    prompt: Distribution,
+    cached: Distribution,
+    output: Distribution,
+}
+
+impl OverallAcc {
+    fn push(&mut self, r: &TurnRecord) {
+        self.ttft.push(r.derived.ttft_ms.unwrap_or(f64::NAN));
+        self.tpot.push(r.derived.tpot_ms.unwrap_or(f64::NAN));
+        self.itl.extend(r.timing.itl_ms());
+        self.e2e.push(r.derived.e2e_ms);
+        self.output_tps.push(r.derived.output_tps.unwrap_or(f64::NAN));
+        self.prompt.push(opt_u64(r.usage.prompt_tokens));
+        self.cached.push(opt_u64(r.observed_reuse()));
+        self.output.push(opt_u64(r.usage.completion_tokens));
     }
-}
 
-fn by_turn(measured: &[&TurnRecord]) -> Vec<TurnStats> {
-    let mut groups: BTreeMap<u32, Vec<&TurnRecord>> = BTreeMap::new();
-    for r in measured {
-        groups.entry(r.turn).or_default().push(r);
-    }
-    groups
-        .into_iter()
-        .map(|(turn, rs)| {
-            let ok: Vec<&TurnRecord> = rs.iter().copied().filter(|r| r.status.is_ok()).collect();
-            TurnStats {
-                turn,
-                count: rs.len(),
-                ok: ok.len(),
-                ttft_p50_ms: p50(ok.iter().filter_map(|r| ttft(r))),
-                ttft_mean_ms: mean_of(ok.iter().filter_map(|r| ttft(r))),
-                e2e_p50_ms: p50(ok.iter().map(|r| r.derived.e2e_ms)),
-                prompt_tokens_mean: mean_of(ok.iter().filter_map(|r| r.usage.prompt_tokens.map(|n| n as f64))),
-                cached_tokens_mean: mean_of(ok.iter().filter_map(|r| r.observed_reuse().map(|n| n as f64))),
-                reuse_pct: reuse_pct(ok.iter().copied()),
-            }
-        })
-        .collect()
-}
-
-fn by_tag(measured: &[&TurnRecord]) -> Vec<TagStats> {
-    let mut groups: BTreeMap<&str, Vec<&TurnRecord>> = BTreeMap::new();
-    for r in measured {
-        for t in &r.tags {
-            groups.entry(t.as_str()).or_default().push(r);
+    fn finish(mut self) -> Overall {
+        Overall {
+            ttft_ms: self.ttft.stats(),
+            tpot_ms: self.tpot.stats(),
+            itl_ms: self.itl.stats(),
+            e2e_ms: self.e2e.stats(),
+            output_tps: self.output_tps.stats(),
+            prompt_tokens: self.prompt.stats(),
+            cached_tokens: self.cached.stats(),
+            output_tokens: self.output.stats(),
         }
     }
-    groups
-        .into_iter()
-        .map(|(tag, rs)| {
-            let ok: Vec<&TurnRecord> = rs.iter().copied().filter(|r| r.status.is_ok()).collect();
-            TagStats {
-                tag: tag.to_string(),
-                count: rs.len(),
-                ok: ok.len(),
-                success_pct: success_pct(ok.len(), rs.len()),
-                ttft_p50_ms: p50(ok.iter().filter_map(|r| ttft(r))),
-                e2e_p50_ms: p50(ok.iter().map(|r| r.derived.e2e_ms)),
-                output_tps_p50: p50(ok.iter().filter_map(|r| r.derived.output_tps)),
-            }
-        })
-        .collect()
 }
 
-fn by_rag_phase(measured: &[&TurnRecord]) -> Vec<RagPhaseStats> {
-    let mut groups: BTreeMap<RagPhase, Vec<&TurnRecord>> = BTreeMap::new();
-    for r in measured {
-        if let Some(p) = r.rag_phase {
-            groups.entry(p).or_default().push(r);
+#[derive(Debug, Default)]
+struct TtftGroupAcc {
+    ttft: Distribution,
+    prompt: Distribution,
+    per_uncached_token: Distribution,
+}
+
+impl TtftGroupAcc {
+    fn push(&mut self, r: &TurnRecord) {
+        self.ttft.push(ttft(r).unwrap_or(f64::NAN));
+        self.prompt.push(opt_u64(r.usage.prompt_tokens));
+        if let (Some(p), Some(t)) = (r.usage.prompt_tokens, ttft(r)) {
+            let uncached = p.saturating_sub(r.observed_reuse().unwrap_or(0)).max(1);
+            self.per_uncached_token.push(t / uncached as f64);
         }
     }
-    groups
-        .into_iter()
-        .map(|(phase, rs)| {
-            let ok: Vec<&TurnRecord> = rs.iter().copied().filter(|r| r.status.is_ok()).collect();
-            RagPhaseStats {
-                phase,
-                count: rs.len(),
-                ok: ok.len(),
-                ttft_p50_ms: p50(ok.iter().filter_map(|r| ttft(r))),
-                cached_tokens_mean: mean_of(ok.iter().filter_map(|r| r.observed_reuse().map(|n| n as f64))),
-                reuse_pct: reuse_pct(ok.iter().copied()),
-            }
-        })
-        .collect()
-}
 
-fn cache_totals(ok: &[&TurnRecord]) -> CacheTotals {
-    let sum = |get: fn(&TurnRecord) -> Option<u64>| ok.iter().filter_map(|r| get(r)).fold(0u64, u64::saturating_add);
-    let (c_exp, exp) = ok
-        .iter()
-        .filter_map(|r| Some((r.observed_reuse()?, r.cache.expected_reusable_tokens?)))
-        .fold((0u64, 0u64), |(a, b), (c, e)| (a.saturating_add(c), b.saturating_add(e)));
-    let server_hits = sum(|r| r.cache.server_hits);
-    let server_queries = sum(|r| r.cache.server_queries);
-    let mut flags: BTreeMap<ReuseFlag, usize> = BTreeMap::new();
-    for f in ok.iter().filter_map(|r| r.cache.flag) {
-        *flags.entry(f).or_default() += 1;
-    }
-    CacheTotals {
-        prompt_tokens: sum(|r| r.usage.prompt_tokens),
-        cached_tokens: sum(|r| r.observed_reuse()),
-        expected_reusable_tokens: sum(|r| r.cache.expected_reusable_tokens),
-        reuse_pct: reuse_pct(ok.iter().copied()),
-        reuse_of_expected_pct: pct(c_exp as f64, exp as f64),
-        server_hits,
-        server_queries,
-        server_hit_pct: pct(server_hits as f64, server_queries as f64),
-        flags: flags.into_iter().map(|(flag, count)| FlagCount { flag, count }).collect(),
+    fn finish(mut self) -> Option<TtftGroup> {
+        Some(TtftGroup {
+            count: self.ttft.count(),
+            mean_ms: self.ttft.mean()?,
+            p50_ms: self.ttft.percentile(50.0)?,
+            prompt_tokens_mean: self.prompt.mean(),
+            ttft_per_uncached_token_p50_ms: self.per_uncached_token.percentile(50.0),
+        })
     }
 }
 
-type ConvKey<'a> = (u32, Option<&'a str>, Option<u32>, &'a str);
+#[derive(Debug, Default)]
+struct TurnAcc {
+    count: usize,
+    ok: usize,
+    ttft: Distribution,
+    e2e: Distribution,
+    prompt: Distribution,
+    cached: Distribution,
+    reuse: ReuseAcc,
+}
 
-fn conversations(measured: &[&TurnRecord]) -> Vec<ConversationStats> {
-    let mut groups: BTreeMap<ConvKey, Vec<&TurnRecord>> = BTreeMap::new();
-    for r in measured {
-        groups.entry((r.test, r.level.as_deref(), r.session, r.conversation_id.as_str())).or_default().push(r);
+impl TurnAcc {
+    fn push(&mut self, r: &TurnRecord) {
+        self.count += 1;
+        if !r.status.is_ok() {
+            return;
+        }
+        self.ok += 1;
+        self.ttft.push(ttft(r).unwrap_or(f64::NAN));
+        self.e2e.push(r.derived.e2e_ms);
+        self.prompt.push(opt_u64(r.usage.prompt_tokens));
+        self.cached.push(opt_u64(r.observed_reuse()));
+        self.reuse.push(r);
     }
-    groups
-        .into_iter()
-        .map(|((test, level, session, id), rs)| {
-            let ok: Vec<&TurnRecord> = rs.iter().copied().filter(|r| r.status.is_ok()).collect();
-            let failed = rs.len() - ok.len();
-            let status = if failed == 0 {
-                ConversationStatus::Ok
-            } else if ok.is_empty() {
-                ConversationStatus::Failed
-            } else {
-                ConversationStatus::Partial
-            };
-            ConversationStats {
-                test,
-                conversation_id: id.to_string(),
-                level: level.map(str::to_string),
-                session,
-                tags: rs[0].tags.clone(),
-                turns: rs.len(),
-                turns_completed: ok.len(),
-                failed_turns: failed,
-                prompt_tokens: ok.iter().filter_map(|r| r.usage.prompt_tokens).fold(0, u64::saturating_add),
-                cached_tokens: ok.iter().filter_map(|r| r.observed_reuse()).fold(0, u64::saturating_add),
-                output_tokens: ok.iter().filter_map(|r| r.usage.completion_tokens).fold(0, u64::saturating_add),
-                ttft_first_ms: ok.iter().find(|r| r.turn <= 1).and_then(|r| ttft(r)),
-                ttft_later_mean_ms: mean_of(ok.iter().filter(|r| r.turn > 1).filter_map(|r| ttft(r))),
-                e2e_sum_ms: ok.iter().map(|r| r.derived.e2e_ms).fold(0.0, |a, b| a + b),
-                status,
+
+    fn finish(mut self, turn: u32) -> TurnStats {
+        TurnStats {
+            turn,
+            count: self.count,
+            ok: self.ok,
+            ttft_p50_ms: self.ttft.percentile(50.0),
+            ttft_mean_ms: self.ttft.mean(),
+            e2e_p50_ms: self.e2e.percentile(50.0),
+            prompt_tokens_mean: self.prompt.mean(),
+            cached_tokens_mean: self.cached.mean(),
+            reuse_pct: self.reuse.pct(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct TagAcc {
+    count: usize,
+    ok: usize,
+    ttft: Distribution,
+    e2e: Distribution,
+    output_tps: Distribution,
+}
+
+impl TagAcc {
+    fn push(&mut self, r: &TurnRecord) {
+        self.count += 1;
+        if !r.status.is_ok() {
+            return;
+        }
+        self.ok += 1;
+        self.ttft.push(ttft(r).unwrap_or(f64::NAN));
+        self.e2e.push(r.derived.e2e_ms);
+        self.output_tps.push(r.derived.output_tps.unwrap_or(f64::NAN));
+    }
+
+    fn finish(mut self, tag: String) -> TagStats {
+        TagStats {
+            tag,
+            count: self.count,
+            ok: self.ok,
+            success_pct: success_pct(self.ok, self.count),
+            ttft_p50_ms: self.ttft.percentile(50.0),
+            e2e_p50_ms: self.e2e.percentile(50.0),
+            output_tps_p50: self.output_tps.percentile(50.0),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct PhaseAcc {
+    count: usize,
+    ok: usize,
+    ttft: Distribution,
+    cached: Distribution,
+    reuse: ReuseAcc,
+}
+
+impl PhaseAcc {
+    fn push(&mut self, r: &TurnRecord) {
+        self.count += 1;
+        if !r.status.is_ok() {
+            return;
+        }
+        self.ok += 1;
+        self.ttft.push(ttft(r).unwrap_or(f64::NAN));
+        self.cached.push(opt_u64(r.observed_reuse()));
+        self.reuse.push(r);
+    }
+
+    fn finish(mut self, phase: RagPhase) -> RagPhaseStats {
+        RagPhaseStats {
+            phase,
+            count: self.count,
+            ok: self.ok,
+            ttft_p50_ms: self.ttft.percentile(50.0),
+            cached_tokens_mean: self.cached.mean(),
+            reuse_pct: self.reuse.pct(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct CacheAcc {
+    prompt: u64,
+    cached: u64,
+    expected: u64,
+    /// Σ cached and Σ expected over records reporting both.
+    cached_of_expected: (u64, u64),
+    server_hits: u64,
+    server_queries: u64,
+    reuse: ReuseAcc,
+    flags: BTreeMap<ReuseFlag, usize>,
+}
+
+impl CacheAcc {
+    fn push(&mut self, r: &TurnRecord) {
+        let add = |sum: &mut u64, v: Option<u64>| *sum = sum.saturating_add(v.unwrap_or(0));
+        add(&mut self.prompt, r.usage.prompt_tokens);
+        add(&mut self.cached, r.observed_reuse());
+        add(&mut self.expected, r.cache.expected_reusable_tokens);
+        add(&mut self.server_hits, r.cache.server_hits);
+        add(&mut self.server_queries, r.cache.server_queries);
+        if let (Some(c), Some(e)) = (r.observed_reuse(), r.cache.expected_reusable_tokens) {
+            add(&mut self.cached_of_expected.0, Some(c));
+            add(&mut self.cached_of_expected.1, Some(e));
+        }
+        self.reuse.push(r);
+        if let Some(f) = r.cache.flag {
+            *self.flags.entry(f).or_default() += 1;
+        }
+    }
+
+    fn finish(self) -> CacheTotals {
+        CacheTotals {
+            prompt_tokens: self.prompt,
+            cached_tokens: self.cached,
+            expected_reusable_tokens: self.expected,
+            reuse_pct: self.reuse.pct(),
+            reuse_of_expected_pct: pct(self.cached_of_expected.0 as f64, self.cached_of_expected.1 as f64),
+            server_hits: self.server_hits,
+            server_queries: self.server_queries,
+            server_hit_pct: pct(self.server_hits as f64, self.server_queries as f64),
+            flags: self.flags.into_iter().map(|(flag, count)| FlagCount { flag, count }).collect(),
+        }
+    }
+}
+
+/// One conversation's running totals: a few numbers, whatever its length.
+#[derive(Debug)]
+struct ConversationAcc {
+    tags: Vec<String>,
+    turns: usize,
+    ok: usize,
+    prompt: u64,
+    cached: u64,
+    output: u64,
+    /// TTFT of the first successful turn 1 (`Some(None)`: it had none).
+    ttft_first: Option<Option<f64>>,
+    ttft_later: Vec<f64>,
+    e2e_sum: f64,
+}
+
+impl ConversationAcc {
+    fn new(first: &TurnRecord) -> Self {
+        ConversationAcc {
+            tags: first.tags.clone(),
+            turns: 0,
+            ok: 0,
+            prompt: 0,
+            cached: 0,
+            output: 0,
+            ttft_first: None,
+            ttft_later: Vec::new(),
+            e2e_sum: 0.0,
+        }
+    }
+
+    fn push(&mut self, r: &TurnRecord) {
+        self.turns += 1;
+        if !r.status.is_ok() {
+            return;
+        }
+        if r.turn <= 1 && self.ttft_first.is_none() {
+            self.ttft_first = Some(ttft(r));
+        }
+        self.ok += 1;
+        self.prompt = self.prompt.saturating_add(r.usage.prompt_tokens.unwrap_or(0));
+        self.cached = self.cached.saturating_add(r.observed_reuse().unwrap_or(0));
+        self.output = self.output.saturating_add(r.usage.completion_tokens.unwrap_or(0));
+        if r.turn > 1 {
+            if let Some(t) = ttft(r) {
+                self.ttft_later.push(t);
             }
-        })
-        .collect()
+        }
+        self.e2e_sum += r.derived.e2e_ms;
+    }
+
+    fn finish(self, (test, level, session, id): (u32, Option<String>, Option<u32>, String)) -> ConversationStats {
+        let failed = self.turns - self.ok;
+        let status = if failed == 0 {
+            ConversationStatus::Ok
+        } else if self.ok == 0 {
+            ConversationStatus::Failed
+        } else {
+            ConversationStatus::Partial
+        };
+        ConversationStats {
+            test,
+            conversation_id: id,
+            level,
+            session,
+            tags: self.tags,
+            turns: self.turns,
+            turns_completed: self.ok,
+            failed_turns: failed,
+            prompt_tokens: self.prompt,
+            cached_tokens: self.cached,
+            output_tokens: self.output,
+            ttft_first_ms: self.ttft_first.flatten(),
+            ttft_later_mean_ms: mean_of(self.ttft_later),
+            e2e_sum_ms: self.e2e_sum,
+            status,
+        }
+    }
 }
 
 #[cfg(test)]

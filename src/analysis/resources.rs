@@ -99,9 +99,26 @@ impl TestSeries {
 /// Fills each record's `resources` from the timeline (by test and time window), in place: a
 /// long run's records are not copied for it.
 pub fn join_records(records: &mut [TurnRecord], timeline: &Timeline) {
-    let mut cache: BTreeMap<u32, TestSeries> = BTreeMap::new();
+    let mut join = ResourceJoin::new(timeline);
     for r in records {
-        let series = cache.entry(r.test).or_insert_with(|| TestSeries::new(timeline, r.test));
+        join.join(r);
+    }
+}
+
+/// Joins the timeline onto records one at a time (each test's series prepared once).
+pub struct ResourceJoin<'a> {
+    timeline: &'a Timeline,
+    series: BTreeMap<u32, TestSeries>,
+}
+
+impl<'a> ResourceJoin<'a> {
+    pub fn new(timeline: &'a Timeline) -> Self {
+        ResourceJoin { timeline, series: BTreeMap::new() }
+    }
+
+    /// Fills `r.resources` from what the machine did while it was in flight.
+    pub fn join(&mut self, r: &mut TurnRecord) {
+        let series = self.series.entry(r.test).or_insert_with(|| TestSeries::new(self.timeline, r.test));
         r.resources = series.turn(r.timing.sent_ms, r.timing.end_ms.max(r.timing.sent_ms));
     }
 }
@@ -138,8 +155,9 @@ pub struct TestResources {
     pub gpu_release_ms: Option<f64>,
 }
 
-/// Per-test resource statistics.
-pub fn summarize_resources(records: &[TurnRecord], timeline: &Timeline) -> ResourceSummary {
+/// Per-test resource statistics; `conversations` names the conversation each test replayed
+/// (that of its first measured record).
+pub fn summarize_resources(conversations: &BTreeMap<u32, String>, timeline: &Timeline) -> ResourceSummary {
     let mut tests: BTreeMap<u32, Vec<&Sample>> = BTreeMap::new();
     for s in &timeline.samples {
         tests.entry(s.test).or_default().push(s);
@@ -162,7 +180,7 @@ pub fn summarize_resources(records: &[TurnRecord], timeline: &Timeline) -> Resou
             let preempt = pts(source::SERVER, metric::PREEMPTIONS_TOTAL);
             TestResources {
                 test,
-                conversation_id: records.iter().find(|r| r.test == test && !r.warmup).map(|r| r.conversation_id.clone()),
+                conversation_id: conversations.get(&test).cloned(),
                 samples: system_cpu.0.len(),
                 system_cpu_mean_pct: mean(&system_cpu.0),
                 engine_cpu_mean_pct: mean(&engine_cpu.0),
@@ -242,7 +260,7 @@ pub(crate) mod tests {
 
     #[test]
     fn per_test_summary_and_section() {
-        let r = summarize_resources(&[record(1, 0.0, 1.0)], &timeline());
+        let r = summarize_resources(&std::collections::BTreeMap::from([(1, "c1".to_string())]), &timeline());
         assert!(r.gpu_sampled);
         let t = &r.tests[0];
         assert_eq!(t.conversation_id.as_deref(), Some("c1"));

@@ -8,10 +8,7 @@ use crate::report::{compare_table, console_summary, load_run, write_comparison, 
 
 pub fn report(args: ReportArgs) -> Result<()> {
     let run = load_run(&args.dir)?;
-    for w in &run.warnings {
-        eprintln!("warning: {w}");
-    }
-    let summary = write_reports(&run.dir, run.records, &run.manifest)?;
+    let summary = write_reports(&run.dir, &run.manifest)?;
     println!("{}", console_summary(&summary));
     println!("reports written to {}", run.dir.display());
 

@@ -709,28 +709,50 @@ impl RecordSink {
 /// Reads `turns.jsonl`. A truncated last line (the process died mid-write) is skipped with a
 /// warning rather than failing the whole report.
 pub fn read_records(path: &Path) -> Result<(Vec<TurnRecord>, Vec<String>)> {
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut records = Vec::new();
-    let mut warnings = Vec::new();
-    // Line by line: a file of a million records is never held as text besides its records.
-    let mut lines = BufReader::new(file).lines().enumerate().peekable();
-    while let Some((i, line)) = lines.next() {
-        let line = line.with_context(|| format!("cannot read {}", path.display()))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<TurnRecord>(&line) {
-            Ok(mut r) => {
-                r.settle();
-                records.push(r)
-            }
-            Err(e) if lines.peek().is_none() => {
-                warnings.push(format!("{}:{}: skipped a truncated last record ({e})", path.display(), i + 1))
-            }
-            Err(e) => anyhow::bail!("{}:{}:{}: invalid record: {e}", path.display(), i + 1, e.column()),
-        }
-    }
+    let warnings = for_each_record(path, |r| {
+        records.push(r);
+        Ok(())
+    })?;
     Ok((records, warnings))
+}
+
+/// Reads `turns.jsonl` one line at a time and hands each record (settled) to `f`: a file of a
+/// million records is never held in memory. Returns the warnings (a truncated last line is
+/// skipped); an invalid line elsewhere is an error naming its line and column.
+pub fn for_each_record(path: &Path, mut f: impl FnMut(TurnRecord) -> Result<()>) -> Result<Vec<String>> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut warnings = Vec::new();
+    let mut reader = BufReader::new(file);
+    let mut line = String::new();
+    let mut next = String::new();
+    let mut number = 0usize;
+    let mut more = read_line(&mut reader, &mut line, path)?;
+    while more {
+        number += 1;
+        // One line ahead: only the last line may be a torn write.
+        more = read_line(&mut reader, &mut next, path)?;
+        if !line.trim().is_empty() {
+            match serde_json::from_str::<TurnRecord>(&line) {
+                Ok(mut r) => {
+                    r.settle();
+                    f(r)?;
+                }
+                Err(e) if !more => {
+                    warnings.push(format!("{}:{number}: skipped a truncated last record ({e})", path.display()))
+                }
+                Err(e) => anyhow::bail!("{}:{number}:{}: invalid record: {e}", path.display(), e.column()),
+            }
+        }
+        std::mem::swap(&mut line, &mut next);
+    }
+    Ok(warnings)
+}
+
+/// One line into `buf` (cleared first); `false` at the end of the file.
+fn read_line(reader: &mut impl BufRead, buf: &mut String, path: &Path) -> Result<bool> {
+    buf.clear();
+    Ok(reader.read_line(buf).with_context(|| format!("cannot read {}", path.display()))? > 0)
 }
 
 /// Called with every record as it is made (the run's progress).
@@ -745,14 +767,20 @@ pub struct Audit {
 
 struct Sinks {
     turns: RecordSink,
-    records: Vec<TurnRecord>,
+    /// Records made so far.
+    count: usize,
+    /// Records kept in memory (see [`Recorder::retain_from`]): those from index `kept_from` on,
+    /// or none.
+    kept_from: Option<usize>,
+    kept: Vec<TurnRecord>,
     /// `transcripts.jsonl` and `tokens.jsonl`.
     audit: Option<(RecordSink, RecordSink)>,
 }
 
-/// Where completed records go: appended to `turns.jsonl` at once and kept in memory for the
-/// reports; with [`with_audit`](Self::with_audit), each turn's messages, answer and token ids
-/// go beside them. Cloneable so concurrent sessions can share it.
+/// Where completed records go: appended to `turns.jsonl` at once and, unless told otherwise
+/// ([`retain_from`](Self::retain_from)), kept in memory too; with
+/// [`with_audit`](Self::with_audit), each turn's messages, answer and token ids go beside them.
+/// Cloneable so concurrent sessions can share it.
 #[derive(Clone)]
 pub struct Recorder {
     inner: std::sync::Arc<std::sync::Mutex<Sinks>>,
@@ -760,8 +788,9 @@ pub struct Recorder {
 }
 
 impl Recorder {
+    /// A recorder that keeps every record in memory (calibration, tests); a run keeps none.
     pub fn new(sink: RecordSink) -> Self {
-        let sinks = Sinks { turns: sink, records: Vec::new(), audit: None };
+        let sinks = Sinks { turns: sink, count: 0, kept_from: Some(0), kept: Vec::new(), audit: None };
         Self { inner: std::sync::Arc::new(std::sync::Mutex::new(sinks)), observer: None }
     }
 
@@ -774,6 +803,31 @@ impl Recorder {
     pub fn with_audit(self, transcripts: RecordSink, tokens: RecordSink) -> Self {
         super::lock(&self.inner).audit = Some((transcripts, tokens));
         self
+    }
+
+    /// Keeps in memory the records from index `from` on (those before are let go), or none:
+    /// a long run's records live in `turns.jsonl` only, and the reports read them from there.
+    pub fn retain_from(&self, from: Option<usize>) {
+        let mut guard = super::lock(&self.inner);
+        let sinks = &mut *guard;
+        match (sinks.kept_from, from) {
+            (Some(old), Some(new)) if new >= old => {
+                let drop = (new - old).min(sinks.kept.len());
+                sinks.kept.drain(..drop);
+                sinks.kept_from = Some(new);
+            }
+            // Records let go cannot come back: keep what is kept.
+            (Some(_), Some(_)) => {}
+            (_, from) => {
+                sinks.kept = Vec::new();
+                sinks.kept_from = from.map(|f| f.max(sinks.count));
+            }
+        }
+    }
+
+    /// Whether the records from index `from` on are kept.
+    pub fn keeps_from(&self, from: usize) -> bool {
+        super::lock(&self.inner).kept_from.is_some_and(|k| k <= from)
     }
 
     pub fn record(&self, record: TurnRecord) -> Result<()> {
@@ -796,39 +850,95 @@ impl Recorder {
             }
         }
         sinks.turns.append(&record)?;
-        sinks.records.push(record);
+        if sinks.kept_from.is_some_and(|from| sinks.count >= from) {
+            sinks.kept.push(record);
+        }
+        sinks.count += 1;
         Ok(())
     }
 
     /// How many records so far.
     pub fn len(&self) -> usize {
-        super::lock(&self.inner).records.len()
+        super::lock(&self.inner).count
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Records from index `from` on (completion order), for live progress lines.
+    /// The kept records from index `from` on (completion order): for a conversation's outcome
+    /// line, a level's rate. Records not kept (see [`retain_from`](Self::retain_from)) are not
+    /// in it.
     pub fn records_since(&self, from: usize) -> Vec<TurnRecord> {
         let guard = super::lock(&self.inner);
-        guard.records.get(from..).map(<[TurnRecord]>::to_vec).unwrap_or_default()
+        let skip = guard.kept_from.map_or(0, |k| from.saturating_sub(k));
+        guard.kept.get(skip..).map(<[TurnRecord]>::to_vec).unwrap_or_default()
     }
 
-    /// Every record so far, in completion order.
+    /// Every kept record, in completion order.
     pub fn records(&self) -> Vec<TurnRecord> {
-        super::lock(&self.inner).records.clone()
-    }
-
-    /// Every record so far, handed over (the recorder keeps none): for the reports at the end.
-    pub fn take_records(&self) -> Vec<TurnRecord> {
-        std::mem::take(&mut super::lock(&self.inner).records)
+        self.records_since(0)
     }
 }
 
 #[cfg(test)]
 mod status_tests {
     use super::*;
+
+    #[test]
+    fn a_recorder_keeps_only_what_it_is_told_and_writes_everything() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("turns.jsonl");
+        let recorder = Recorder::new(RecordSink::create(&path).unwrap());
+        let turn = |n: u32| TurnRecord { conversation_id: format!("c{n}"), turn: n, ..Default::default() };
+        let ids = |rs: Vec<TurnRecord>| rs.into_iter().map(|r| r.turn).collect::<Vec<_>>();
+        for n in 0..3 {
+            recorder.record(turn(n)).unwrap();
+        }
+        assert_eq!(ids(recorder.records()), [0, 1, 2], "kept from the start by default");
+        recorder.retain_from(Some(2));
+        assert_eq!(ids(recorder.records()), [2], "those before 2 let go");
+        assert_eq!(ids(recorder.records_since(2)), [2]);
+        recorder.retain_from(None);
+        for n in 3..5 {
+            recorder.record(turn(n)).unwrap();
+        }
+        assert!(recorder.records().is_empty() && !recorder.keeps_from(0));
+        recorder.retain_from(Some(6));
+        for n in 5..8 {
+            recorder.record(turn(n)).unwrap();
+        }
+        assert_eq!(ids(recorder.records_since(6)), [6, 7], "kept from the index asked for");
+        assert!(recorder.keeps_from(7) && !recorder.keeps_from(5));
+        assert_eq!(recorder.len(), 8);
+        let mut on_disk = Vec::new();
+        for_each_record(&path, |r| {
+            on_disk.push(r.turn);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(on_disk, (0..8).collect::<Vec<_>>(), "the file has every record");
+    }
+
+    #[test]
+    fn the_reader_streams_and_names_the_bad_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("turns.jsonl");
+        let good = serde_json::to_string(&TurnRecord { conversation_id: "a".into(), turn: 1, ..Default::default() }).unwrap();
+        std::fs::write(&path, format!("{good}\n\n{good}\n{{\"torn")).unwrap();
+        let mut n = 0;
+        let warnings = for_each_record(&path, |_| {
+            n += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("turns.jsonl:4: skipped a truncated last record"), "{}", warnings[0]);
+        std::fs::write(&path, format!("{good}\nnot json\n{good}\n")).unwrap();
+        let err = for_each_record(&path, |_| Ok(())).unwrap_err().to_string();
+        assert!(err.contains("turns.jsonl:2:2: invalid record"), "{err}");
+    }
 
     #[test]
     fn status_serializes_as_its_design_name() {

@@ -217,13 +217,27 @@ fn sanitize_label(label: &str) -> String {
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a
 /// reader never sees a half-written report.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |out| Ok(out.write_all(bytes)?))
+}
+
+/// [`write_atomic`] for a file written piece by piece: `write` gets a buffered writer on the
+/// temporary file, which replaces `path` only when `write` succeeded (else it is removed).
+pub fn write_atomic_with(path: &Path, write: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
     let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let mut f = fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    f.write_all(bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.sync_all().ok();
+    let f = fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let mut out = std::io::BufWriter::with_capacity(256 * 1024, f);
+    let written = write(&mut out).and_then(|()| out.flush().map_err(Into::into));
+    if let Err(e) = written {
+        drop(out);
+        fs::remove_file(&tmp).ok();
+        return Err(e.context(format!("cannot write {}", tmp.display())));
+    }
+    if let Ok(f) = out.into_inner() {
+        f.sync_all().ok();
+    }
     fs::rename(&tmp, path).with_context(|| format!("cannot move {} into place", path.display()))?;
     Ok(())
 }

@@ -5,7 +5,9 @@ use comfy_table::Table;
 
 use super::fmt::{f1, pct, ratio};
 use crate::analysis::load::error_kind;
-use crate::analysis::{percentile_sorted, sorted_finite};
+use std::collections::BTreeMap;
+
+use crate::analysis::Distribution;
 use crate::core::record::TurnRecord;
 use crate::analysis::Summary;
 
@@ -76,24 +78,50 @@ pub fn console_summary(summary: &Summary) -> String {
 
 /// One line every `--log-interval`: what completed since the last line.
 pub fn progress_line(level: &str, fresh: &[TurnRecord], interval_s: f64) -> String {
-    let measured: Vec<&TurnRecord> = fresh.iter().filter(|r| !r.warmup).collect();
-    let ttft = sorted_finite(measured.iter().filter(|r| r.status.is_ok()).filter_map(|r| r.derived.ttft_ms));
-    let failed: Vec<&&TurnRecord> = measured.iter().filter(|r| !r.status.is_ok()).collect();
-    let mut kinds = std::collections::BTreeMap::<String, usize>::new();
-    for r in &failed {
-        *kinds.entry(error_kind(r)).or_default() += 1;
+    let mut window = ProgressWindow::default();
+    for r in fresh {
+        window.push(r);
     }
-    let errors = if kinds.is_empty() {
-        "0".to_string()
-    } else {
-        kinds.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
-    };
-    format!(
-        "[{level}] {:.1} req/s, TTFT p50 {} ms p99 {} ms, errors: {errors}",
-        if interval_s > 0.0 { measured.len() as f64 / interval_s } else { 0.0 },
-        f1(percentile_sorted(&ttft, 50.0)),
-        f1(percentile_sorted(&ttft, 99.0)),
-    )
+    window.take_line(level, interval_s)
+}
+
+/// What completed since the last progress line, taken one record at a time (a few numbers,
+/// not the records: a busy run completes thousands a second).
+#[derive(Debug, Default)]
+pub struct ProgressWindow {
+    measured: usize,
+    ttft: Distribution,
+    errors: BTreeMap<String, usize>,
+}
+
+impl ProgressWindow {
+    pub fn push(&mut self, r: &TurnRecord) {
+        if r.warmup {
+            return;
+        }
+        self.measured += 1;
+        if r.status.is_ok() {
+            self.ttft.push(r.derived.ttft_ms.unwrap_or(f64::NAN));
+        } else {
+            *self.errors.entry(error_kind(r)).or_default() += 1;
+        }
+    }
+
+    /// The line for the last `interval_s` seconds; the window starts again empty.
+    pub fn take_line(&mut self, level: &str, interval_s: f64) -> String {
+        let mut w = std::mem::take(self);
+        let errors = if w.errors.is_empty() {
+            "0".to_string()
+        } else {
+            w.errors.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
+        };
+        format!(
+            "[{level}] {:.1} req/s, TTFT p50 {} ms p99 {} ms, errors: {errors}",
+            if interval_s > 0.0 { w.measured as f64 / interval_s } else { 0.0 },
+            f1(w.ttft.percentile(50.0)),
+            f1(w.ttft.percentile(99.0)),
+        )
+    }
 }
 
 #[cfg(test)]

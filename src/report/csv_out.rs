@@ -4,6 +4,8 @@
 //! never drift apart. Unknown values are empty cells; lists (`tags`, `rag_actions`) are joined
 //! with `;`; floats are written in full precision.
 
+use std::io::Write;
+
 use anyhow::Result;
 
 use super::{Exporter, ReportInput, CONVERSATIONS_CSV_FILE, TURNS_CSV_FILE};
@@ -83,13 +85,23 @@ pub static CONVERSATION_COLUMNS: &[Column<ConversationStats>] = &[
     ("status", |c| c.status.as_str().to_string()),
 ];
 
-fn to_csv<T>(columns: &[Column<T>], rows: &[T]) -> Result<Vec<u8>> {
-    let mut w = csv::Writer::from_writer(Vec::new());
+/// Writes the header and then each row `each` hands over, into `out`.
+fn write_csv<T: ?Sized>(
+    columns: &[Column<T>],
+    out: &mut dyn Write,
+    each: impl FnOnce(&mut dyn FnMut(&T) -> Result<()>) -> Result<()>,
+) -> Result<()> {
+    let mut w = csv::Writer::from_writer(out);
     w.write_record(columns.iter().map(|(h, _)| *h))?;
-    for row in rows {
-        w.write_record(columns.iter().map(|(_, f)| f(row)))?;
-    }
-    w.into_inner().map_err(|e| anyhow::anyhow!("csv: {}", e.error()))
+    each(&mut |row| Ok(w.write_record(columns.iter().map(|(_, f)| f(row)))?))?;
+    w.flush()?;
+    Ok(())
+}
+
+fn to_bytes(write: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    write(&mut out)?;
+    Ok(out)
 }
 
 /// `turns.csv`: every record, warm-ups included (see the `warmup` column).
@@ -101,7 +113,12 @@ impl Exporter for TurnsCsv {
     }
 
     fn export(&self, input: &ReportInput) -> Result<Vec<u8>> {
-        to_csv(TURN_COLUMNS, input.records)
+        to_bytes(|out| self.write_to(input, out))
+    }
+
+    /// Row by row as the records are read: a long run's file is never held whole.
+    fn write_to(&self, input: &ReportInput, out: &mut dyn Write) -> Result<()> {
+        write_csv(TURN_COLUMNS, out, |row| input.records.for_each(row))
     }
 }
 
@@ -114,7 +131,11 @@ impl Exporter for ConversationsCsv {
     }
 
     fn export(&self, input: &ReportInput) -> Result<Vec<u8>> {
-        to_csv(CONVERSATION_COLUMNS, &input.summary.conversations)
+        to_bytes(|out| self.write_to(input, out))
+    }
+
+    fn write_to(&self, input: &ReportInput, out: &mut dyn Write) -> Result<()> {
+        write_csv(CONVERSATION_COLUMNS, out, |row| input.summary.conversations.iter().try_for_each(row))
     }
 }
 
@@ -140,7 +161,7 @@ mod tests {
         a.cache.flag = Some(ReuseFlag::CapacityEviction);
         let records = vec![a, failed("b", 1, Status::Http5xx, "503: busy")];
         let summary = summarize(&records, &Manifest::default());
-        let input = ReportInput { records: &records, summary: &summary, manifest: &Manifest::default(), timeline: None, system: None };
+        let input = ReportInput { records: &records, picks: &crate::report::Picks::of(&records), summary: &summary, manifest: &Manifest::default(), timeline: None, system: None };
         let bytes = TurnsCsv.export(&input).unwrap();
         let text = String::from_utf8(bytes.clone()).unwrap();
         assert!(text.starts_with("test,conversation_id,tags,turn,warmup,level,session,rag_phase,"), "{text}");
@@ -167,7 +188,7 @@ mod tests {
             failed("a", 3, Status::Timeout, "t"),
         ];
         let summary = summarize(&records, &Manifest::default());
-        let input = ReportInput { records: &records, summary: &summary, manifest: &Manifest::default(), timeline: None, system: None };
+        let input = ReportInput { records: &records, picks: &crate::report::Picks::of(&records), summary: &summary, manifest: &Manifest::default(), timeline: None, system: None };
         let bytes = ConversationsCsv.export(&input).unwrap();
         let text = String::from_utf8(bytes).unwrap();
         let mut lines = text.lines();
@@ -182,7 +203,7 @@ mod tests {
     #[test]
     fn empty_input_still_has_headers() {
         let summary = summarize(&[], &Manifest::default());
-        let input = ReportInput { records: &[], summary: &summary, manifest: &Manifest::default(), timeline: None, system: None };
+        let input = ReportInput { records: &Vec::new(), picks: &crate::report::Picks::default(), summary: &summary, manifest: &Manifest::default(), timeline: None, system: None };
         let (h, rows) = parse(&TurnsCsv.export(&input).unwrap());
         assert_eq!((h.len(), rows.len()), (TURN_COLUMNS.len(), 0));
     }

@@ -6,7 +6,6 @@
 //!
 //! `turnbench report A --compare B` writes [`compare_page`]: both runs side by side.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use anyhow::Result;
@@ -17,16 +16,14 @@ use super::fmt::{f1, opt, pct, ratio};
 use super::markdown::{INTERRUPTED_BANNER, SIMULATED_BANNER};
 use super::plot::{Figure, LineChart, Series, CACHED_COLOR, UNCACHED_COLOR};
 use super::svg::{self, esc, num};
+pub use super::picks::{conversation_turns, ConversationTurns, TurnPoint, MAX_CONVERSATION_CHARTS};
 use super::{Exporter, ReportInput};
 use crate::analysis::load::{at, LoadSummary};
 use crate::analysis::Summary;
-use crate::core::record::TurnRecord;
 use crate::core::results::Manifest;
 
 pub const HTML_FILE: &str = "report.html";
 
-/// Conversations drawn one by one (the rest are in the table and in `turns.csv`).
-pub const MAX_CONVERSATION_CHARTS: usize = 24;
 /// Rows of the per-conversation table.
 pub const MAX_CONVERSATION_ROWS: usize = 200;
 
@@ -156,15 +153,6 @@ fn tail(out: &mut String) {
     let _ = writeln!(out, "</main><script>{SCRIPT}</script></body></html>");
 }
 
-/// One turn of a TTFT-by-turn figure.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TurnPoint {
-    pub turn: u32,
-    pub ttft_ms: Option<f64>,
-    pub prompt_tokens: Option<f64>,
-    pub cached_tokens: Option<f64>,
-}
-
 /// TTFT by turn above, the prompt tokens of each turn below, stacked: cached (what the server's
 /// prefix cache reused) under uncached (what it had to compute).
 pub fn turn_figure(title: &str, ttft_label: &str, points: &[TurnPoint]) -> Figure {
@@ -193,59 +181,6 @@ pub fn summary_turn_points(s: &Summary) -> Vec<TurnPoint> {
     s.by_turn
         .iter()
         .map(|t| TurnPoint { turn: t.turn, ttft_ms: t.ttft_p50_ms, prompt_tokens: t.prompt_tokens_mean, cached_tokens: t.cached_tokens_mean })
-        .collect()
-}
-
-/// One replayed conversation, turn by turn.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ConversationTurns {
-    pub key: String,
-    pub label: String,
-    pub points: Vec<TurnPoint>,
-}
-
-/// The measured records grouped per replayed conversation (test, level, session, id), in the
-/// order they first appear; failed turns have no TTFT and no tokens.
-pub fn conversation_turns(records: &[TurnRecord]) -> Vec<ConversationTurns> {
-    type Key<'a> = (u32, Option<&'a str>, Option<u32>, &'a str);
-    let mut order: Vec<Key> = Vec::new();
-    let mut groups: BTreeMap<Key, Vec<&TurnRecord>> = BTreeMap::new();
-    for r in records.iter().filter(|r| !r.warmup) {
-        let key = (r.test, r.level.as_deref(), r.session, r.conversation_id.as_str());
-        let group = groups.entry(key).or_default();
-        if group.is_empty() {
-            order.push(key);
-        }
-        group.push(r);
-    }
-    order
-        .into_iter()
-        .enumerate()
-        .map(|(i, key)| {
-            let (test, level, session, id) = key;
-            let mut rs = groups.remove(&key).unwrap_or_default();
-            rs.sort_by_key(|r| r.turn);
-            let mut label = format!("test {test} · {id}");
-            if let Some(l) = level {
-                let _ = write!(label, " · level {l}");
-            }
-            if let Some(s) = session {
-                let _ = write!(label, " · session {s}");
-            }
-            let points = rs
-                .iter()
-                .map(|r| {
-                    let ok = r.status.is_ok();
-                    TurnPoint {
-                        turn: r.turn,
-                        ttft_ms: r.derived.ttft_ms.filter(|_| ok),
-                        prompt_tokens: r.usage.prompt_tokens.filter(|_| ok).map(|n| n as f64),
-                        cached_tokens: r.observed_reuse().filter(|_| ok).map(|n| n as f64),
-                    }
-                })
-                .collect();
-            ConversationTurns { key: format!("conv-{i}"), label, points }
-        })
         .collect()
 }
 
@@ -370,7 +305,8 @@ fn turn_table(s: &Summary) -> String {
 
 fn conversations_section(out: &mut String, input: &ReportInput) {
     let s = input.summary;
-    let convs = conversation_turns(input.records);
+    let convs = &input.picks.conversations;
+    let total = s.conversations.len().max(convs.len());
     let _ = write!(out, r#"<h2 id="conversations">Per conversation</h2>"#);
     if convs.is_empty() {
         out.push_str(r#"<p class="note">No measured turns.</p>"#);
@@ -385,8 +321,8 @@ fn conversations_section(out: &mut String, input: &ReportInput) {
     for c in &convs[..shown] {
         let _ = write!(out, r#"<div class="conv-fig" id="{}">{}</div>"#, c.key, svg::figure(&turn_figure(&c.label, "TTFT", &c.points)));
     }
-    if convs.len() > shown {
-        let _ = write!(out, r#"<p class="note">{} of {} conversations drawn; every turn is in <code>turns.csv</code>.</p>"#, shown, convs.len());
+    if total > shown {
+        let _ = write!(out, r#"<p class="note">{} of {} conversations drawn; every turn is in <code>turns.csv</code>.</p>"#, shown, total);
     }
     let rows: Vec<Vec<String>> = s
         .conversations
@@ -714,6 +650,7 @@ pub fn compare_page(cmp: &Comparison, a: &Summary, b: &Summary) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::record::TurnRecord;
     use crate::analysis::tests::{failed, rec};
     use crate::analysis::{summarize, summarize_run, FlagCount};
     use crate::core::record::{ReuseFlag, Status};
@@ -770,7 +707,7 @@ mod tests {
         let mut summary = summarize(&records, &manifest);
         summary.cache.flags = vec![FlagCount { flag: ReuseFlag::CapacityEviction, count: 2 }];
         let system = json!({"cpu_model": "Test CPU", "gpu": {"driver": "550"}});
-        let input = ReportInput { records: &records, summary: &summary, manifest: &manifest, timeline: None, system: Some(&system) };
+        let input = ReportInput { records: &records, picks: &crate::report::Picks::of(&records), summary: &summary, manifest: &manifest, timeline: None, system: Some(&system) };
         let html = page(&input);
         assert!(html.starts_with("<!doctype html>") && html.ends_with("</html>\n"));
         for bad in ["src=\"http", "href=\"http", "url(http", "<link", "<script src", "@import", "xmlns"] {
@@ -794,7 +731,7 @@ mod tests {
             samples: (0..5).map(|i| Sample::new(i as f64 * 1000.0, 0, "system", "cpu_pct", "all", 10.0 * i as f64)).collect(),
         };
         let summary = summarize_run(&records, &manifest, Some(&timeline), None);
-        let input = ReportInput { records: &records, summary: &summary, manifest: &manifest, timeline: Some(&timeline), system: None };
+        let input = ReportInput { records: &records, picks: &crate::report::Picks::of(&records), summary: &summary, manifest: &manifest, timeline: Some(&timeline), system: None };
         let html = page(&input);
         assert!(html.contains(r#"id="resources""#));
         assert!(html.contains("No <code>system.json</code>"));
@@ -843,7 +780,7 @@ mod tests {
         let timeline = Timeline { samples };
         let manifest = Manifest::default();
         let summary = summarize_run(&records, &manifest, Some(&timeline), None);
-        let input = ReportInput { records: &records, summary: &summary, manifest: &manifest, timeline: Some(&timeline), system: None };
+        let input = ReportInput { records: &records, picks: &crate::report::Picks::of(&records), summary: &summary, manifest: &manifest, timeline: Some(&timeline), system: None };
         let bytes = HtmlReport.export(&input).unwrap();
         eprintln!("report.html of a 20,000-request run: {} bytes", bytes.len());
         assert!(bytes.len() < 2 * 1024 * 1024, "{} bytes", bytes.len());

@@ -13,9 +13,16 @@ impl Exporter for SummaryJson {
     }
 
     fn export(&self, input: &ReportInput) -> Result<Vec<u8>> {
-        let mut bytes = serde_json::to_vec_pretty(input.summary)?;
-        bytes.push(b'\n');
+        let mut bytes = Vec::new();
+        self.write_to(input, &mut bytes)?;
         Ok(bytes)
+    }
+
+    /// Written as it is serialized: a long run's conversations are many.
+    fn write_to(&self, input: &ReportInput, out: &mut dyn std::io::Write) -> Result<()> {
+        serde_json::to_writer_pretty(&mut *out, input.summary)?;
+        out.write_all(b"\n")?;
+        Ok(())
     }
 }
 
@@ -36,7 +43,7 @@ mod tests {
         ];
         let manifest = Manifest { simulated: true, engine: "sim".into(), ..Default::default() };
         let summary = summarize(&records, &manifest);
-        let input = ReportInput { records: &records, summary: &summary, manifest: &manifest, timeline: None, system: None };
+        let input = ReportInput { records: &records, picks: &crate::report::Picks::of(&records), summary: &summary, manifest: &manifest, timeline: None, system: None };
         let bytes = SummaryJson.export(&input).unwrap();
         let back: Summary = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(back, summary);

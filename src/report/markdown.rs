@@ -7,8 +7,8 @@ use anyhow::Result;
 
 use super::fmt::{f1, md_table, opt, pct, ratio};
 use super::{Exporter, ReportInput, REPORT_FILE};
+use super::picks::PER_REQUEST_ROWS;
 use crate::analysis::{record_reuse_pct, Stats};
-use crate::core::record::TurnRecord;
 use crate::core::results::Manifest;
 
 /// Said at the top of every report of a simulator run.
@@ -71,25 +71,6 @@ fn stats_row(name: &str, s: Option<&Stats>) -> Vec<String> {
     ]
 }
 
-/// Per-request tables list at most this many rows; a run with more shows the first half of them
-/// and the slowest (by TTFT) other half, so a 20,000-request run's report stays small.
-pub const PER_REQUEST_ROWS: usize = 200;
-
-/// The records a per-request table shows: all of them up to `cap`; else the first `cap / 2` in
-/// order, then the `cap / 2` others with the highest TTFT (failed ones, without TTFT, first).
-fn capped_rows<'a>(records: &[&'a TurnRecord], cap: usize) -> Vec<&'a TurnRecord> {
-    if records.len() <= cap {
-        return records.to_vec();
-    }
-    let head = cap / 2;
-    let mut rest: Vec<&TurnRecord> = records[head..].to_vec();
-    rest.sort_by(|a, b| {
-        let key = |r: &TurnRecord| r.derived.ttft_ms.filter(|_| r.status.is_ok()).unwrap_or(f64::INFINITY);
-        key(b).total_cmp(&key(a))
-    });
-    rest.truncate(cap - head);
-    records[..head].iter().copied().chain(rest).collect()
-}
 
 fn render(input: &ReportInput) -> Result<String> {
     let s = input.summary;
@@ -363,20 +344,20 @@ fn render(input: &ReportInput) -> Result<String> {
         let flags: Vec<String> = c.flags.iter().map(|f| format!("{} {}", f.flag.as_str(), f.count)).collect();
         writeln!(out, "Turns reusing less than expected: {}.\n", flags.join(", "))?;
     }
-    let measured: Vec<&TurnRecord> = input.records.iter().filter(|r| !r.warmup).collect();
-    let shown = capped_rows(&measured, PER_REQUEST_ROWS);
-    if shown.len() < measured.len() {
+    let measured = s.requests.measured;
+    let shown = &input.picks.requests;
+    if shown.len() < measured {
         writeln!(
             out,
             "{} requests: the table shows the first {} and the {} with the highest TTFT; every request is in \
              `turns.csv`.\n",
-            measured.len(),
+            measured,
             PER_REQUEST_ROWS / 2,
-            shown.len() - PER_REQUEST_ROWS / 2,
+            shown.len().saturating_sub(PER_REQUEST_ROWS / 2),
         )?;
     }
     let rows: Vec<Vec<String>> = shown
-        .into_iter()
+        .iter()
         .map(|r| {
             vec![
                 r.conversation_id.clone(),
@@ -470,7 +451,7 @@ mod tests {
         let records =
             vec![rec("conv-a", 1, 400.0, 500.0, 1000, 0), r2, failed("conv-b", 1, Status::Http5xx, "503 | busy")];
         let summary = summarize(&records, m);
-        let input = ReportInput { records: &records, summary: &summary, manifest: m, timeline: None, system: None };
+        let input = ReportInput { records: &records, picks: &crate::report::Picks::of(&records), summary: &summary, manifest: m, timeline: None, system: None };
         String::from_utf8(MarkdownReport.export(&input).unwrap()).unwrap()
     }
 

@@ -11,6 +11,7 @@ pub mod html;
 mod json;
 pub mod load;
 mod markdown;
+pub mod picks;
 pub mod plot;
 pub mod resources;
 pub mod svg;
@@ -19,25 +20,27 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::analysis::resources::join_records;
 use std::collections::BTreeMap;
+use std::io::Write;
 
 use crate::analysis::ab::ArmB;
-use crate::analysis::{summarize_run, Summary};
+use crate::analysis::resources::ResourceJoin;
+use crate::analysis::{Summary, SummaryBuilder};
 use crate::core::audit::{read_lines, Transcript, TRANSCRIPTS_FILE};
-use crate::core::record::{read_records, TurnRecord};
-use crate::core::results::{read_manifest, write_atomic, Manifest, AB_OFF_DIR, MANIFEST_FILE, TURNS_FILE};
+use crate::core::record::{for_each_record, read_records, TurnRecord};
+use crate::core::results::{read_manifest, write_atomic, write_atomic_with, Manifest, AB_OFF_DIR, MANIFEST_FILE, TURNS_FILE};
 use crate::core::timeline::Timeline;
 use crate::core::UsageError;
 use crate::metrics::monitor::SYSTEM_FILE;
 
 pub use self::compare::{compare, compare_markdown, compare_table, Comparison, TurnComparison};
-pub use self::console::{console_summary, progress_line};
+pub use self::console::{console_summary, progress_line, ProgressWindow};
 pub use self::csv_out::{ConversationsCsv, TurnsCsv};
 pub use self::html::{compare_page, HtmlReport, HTML_FILE};
 pub use self::json::SummaryJson;
 pub use self::markdown::{MarkdownReport, SIMULATED_BANNER};
 use self::load::{LoadPlot, LOAD_PLOTS};
+pub use self::picks::{Picker, Picks};
 use self::plot::{ImageFormat, TtftByTurnPlot};
 use self::resources::TimelinePlot;
 
@@ -47,10 +50,13 @@ pub const SUMMARY_FILE: &str = "summary.json";
 pub const REPORT_FILE: &str = "report.md";
 
 /// What every exporter reads.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct ReportInput<'a> {
-    /// The run's records, with what the machine did during each joined on.
-    pub records: &'a [TurnRecord],
+    /// The run's records, with what the machine did during each joined on: read again, one at
+    /// a time, by the exporters that list every one (`turns.csv`).
+    pub records: &'a dyn RecordSource,
+    /// The records the reports show one by one (bounded), picked in the same pass as the summary.
+    pub picks: &'a Picks,
     pub summary: &'a Summary,
     pub manifest: &'a Manifest,
     pub timeline: Option<&'a Timeline>,
@@ -58,7 +64,45 @@ pub struct ReportInput<'a> {
     pub system: Option<&'a serde_json::Value>,
 }
 
-/// One output file of a results folder. No IO: returns the file's bytes.
+/// The run's records, handed out one at a time (a results folder's `turns.jsonl`, or records in
+/// memory).
+pub trait RecordSource {
+    fn for_each(&self, f: &mut dyn FnMut(&TurnRecord) -> Result<()>) -> Result<()>;
+}
+
+impl RecordSource for Vec<TurnRecord> {
+    fn for_each(&self, f: &mut dyn FnMut(&TurnRecord) -> Result<()>) -> Result<()> {
+        self.iter().try_for_each(f)
+    }
+}
+
+/// `turns.jsonl` of a results folder, read line by line each time, with the timeline joined on.
+pub struct TurnsFile<'a> {
+    pub path: PathBuf,
+    pub timeline: Option<&'a Timeline>,
+}
+
+impl TurnsFile<'_> {
+    /// Every record; returns the reader's warnings (a truncated last line).
+    pub fn read(&self, f: &mut dyn FnMut(&TurnRecord) -> Result<()>) -> Result<Vec<String>> {
+        let mut join = self.timeline.map(ResourceJoin::new);
+        for_each_record(&self.path, |mut r| {
+            if let Some(join) = &mut join {
+                join.join(&mut r);
+            }
+            f(&r)
+        })
+    }
+}
+
+impl RecordSource for TurnsFile<'_> {
+    fn for_each(&self, f: &mut dyn FnMut(&TurnRecord) -> Result<()>) -> Result<()> {
+        self.read(f).map(drop)
+    }
+}
+
+/// One output file of a results folder. No IO: returns the file's bytes, or writes them into a
+/// writer (the files that list every record, so a long run's are never held whole).
 pub trait Exporter {
     /// Path inside the results folder.
     fn file_name(&self) -> String;
@@ -67,6 +111,10 @@ pub trait Exporter {
         true
     }
     fn export(&self, input: &ReportInput) -> Result<Vec<u8>>;
+    /// The same bytes, into `out`.
+    fn write_to(&self, input: &ReportInput, out: &mut dyn Write) -> Result<()> {
+        Ok(out.write_all(&self.export(input)?)?)
+    }
 }
 
 /// Every exporter `write_reports` runs, in write order.
@@ -83,32 +131,58 @@ pub fn all_exporters() -> Vec<Box<dyn Exporter>> {
     out
 }
 
-/// Reads the folder's timeline (when the run sampled), joins it onto `records` (taken, not
-/// copied: a long run holds many), computes the summary once, and writes every exporter's file
-/// into `dir`. Returns the summary.
-pub fn write_reports(dir: &Path, mut records: Vec<TurnRecord>, manifest: &Manifest) -> Result<Summary> {
+/// Builds every report of the results folder `dir` from its `turns.jsonl`, read one record at
+/// a time (a run's records are never all in memory): joins the timeline on (when the run
+/// sampled), computes the summary and the picks in one pass, then writes every exporter's file
+/// atomically (`turns.csv` in a second pass). Returns the summary; a truncated last line is a
+/// warning on stderr.
+pub fn write_reports(dir: &Path, manifest: &Manifest) -> Result<Summary> {
     let timeline = Timeline::read(dir).unwrap_or_else(|e| {
         eprintln!("warning: {e:#}; reports leave resources out");
         None
     });
-    if let Some(t) = &timeline {
-        join_records(&mut records, t);
-    }
-    let records = &records[..];
     let arm_b = read_arm_b(dir)?;
     let arm_b = arm_b.as_ref().map(|(records, identical_prompts)| ArmB { records, identical_prompts: *identical_prompts });
-    let summary = summarize_run(records, manifest, timeline.as_ref(), arm_b);
+    let turns = TurnsFile { path: dir.join(TURNS_FILE), timeline: timeline.as_ref() };
+    let mut builder = SummaryBuilder::new(manifest, arm_b);
+    let mut picker = Picker::default();
+    let warnings = turns.read(&mut |r| {
+        builder.push(r);
+        picker.push(r);
+        Ok(())
+    })?;
+    let summary = builder.finish(timeline.as_ref());
+    let picks = picker.finish();
     let system = read_system(dir);
-    let input = ReportInput { records, summary: &summary, manifest, timeline: timeline.as_ref(), system: system.as_ref() };
+    let input =
+        ReportInput { records: &turns, picks: &picks, summary: &summary, manifest, timeline: timeline.as_ref(), system: system.as_ref() };
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    write_exports(dir, &input)?;
+    Ok(summary)
+}
+
+/// Writes every exporter that applies to `input` into `dir`, each file atomically.
+pub fn write_exports(dir: &Path, input: &ReportInput) -> Result<()> {
     for exporter in all_exporters() {
-        if !exporter.applies(&input) {
+        if !exporter.applies(input) {
             continue;
         }
         let name = exporter.file_name();
-        let bytes = exporter.export(&input).with_context(|| format!("cannot build {name}"))?;
-        write_atomic(&dir.join(&name), &bytes)?;
+        write_atomic_with(&dir.join(&name), |out| exporter.write_to(input, out)).with_context(|| format!("cannot build {name}"))?;
     }
-    Ok(summary)
+    Ok(())
+}
+
+/// The summary of the results folder `dir` (records read one at a time, no timeline).
+pub fn summarize_dir(dir: &Path, manifest: &Manifest) -> Result<Summary> {
+    let mut builder = SummaryBuilder::new(manifest, None);
+    for_each_record(&dir.join(TURNS_FILE), |r| {
+        builder.push(&r);
+        Ok(())
+    })?;
+    Ok(builder.finish(None))
 }
 
 /// Arm B of an A/B run (`DIR/ab-off/`), when there is one: its records, and whether every turn
@@ -139,16 +213,21 @@ fn read_system(dir: &Path) -> Option<serde_json::Value> {
         .ok()
 }
 
-/// A results folder read back: records, manifest, and warnings (e.g. a truncated last line).
+/// A results folder checked and its manifest read (the records stay in `turns.jsonl`, read one
+/// at a time by whoever needs them).
 pub struct LoadedRun {
     pub dir: PathBuf,
     pub manifest: Manifest,
-    pub records: Vec<TurnRecord>,
-    pub warnings: Vec<String>,
 }
 
-/// Reads `DIR/manifest.json` and `DIR/turns.jsonl`. A path that is not a results folder is a
-/// [`UsageError`].
+impl LoadedRun {
+    pub fn turns(&self) -> PathBuf {
+        self.dir.join(TURNS_FILE)
+    }
+}
+
+/// Checks that `dir` is a results folder and reads `DIR/manifest.json`. A path that is not a
+/// results folder is a [`UsageError`].
 pub fn load_run(dir: &Path) -> Result<LoadedRun> {
     if !dir.exists() {
         return Err(UsageError::new(format!("no such results folder: {}", dir.display())).into());
@@ -164,18 +243,14 @@ pub fn load_run(dir: &Path) -> Result<LoadedRun> {
         return Err(UsageError::new(format!("not a results folder: {} has no {MANIFEST_FILE}", dir.display())).into());
     }
     let manifest = read_manifest(dir)?;
-    let (records, warnings) = read_records(&turns)?;
-    Ok(LoadedRun { dir: dir.to_path_buf(), manifest, records, warnings })
+    Ok(LoadedRun { dir: dir.to_path_buf(), manifest })
 }
 
 /// Compares the run in `dir` (whose summary is `summary`) with the one in `other_dir`, and writes
 /// `compare-<other>.md` and `compare-<other>.html` into `dir`; returns the comparison and both paths.
 pub fn write_comparison(dir: &Path, summary: &Summary, other_dir: &Path) -> Result<(Comparison, PathBuf, PathBuf)> {
     let other = load_run(other_dir)?;
-    for w in &other.warnings {
-        eprintln!("warning: {w}");
-    }
-    let other_summary = crate::analysis::summarize(&other.records, &other.manifest);
+    let other_summary = summarize_dir(&other.dir, &other.manifest)?;
     let cmp = compare(&folder_name(dir), summary, &folder_name(other_dir), &other_summary);
     let md = dir.join(compare_file_name(other_dir));
     write_atomic(&md, compare_markdown(&cmp).as_bytes())?;
@@ -211,16 +286,43 @@ mod tests {
     fn write_reports_writes_every_file() {
         let tmp = tempfile::tempdir().unwrap();
         let records = vec![rec("a", 1, 100.0, 200.0, 100, 0), failed("a", 2, Status::Stream, "cut")];
-        let s = write_reports(tmp.path(), records.clone(), &Manifest::default()).unwrap();
+        write_turns(tmp.path(), &records);
+        let s = write_reports(tmp.path(), &Manifest::default()).unwrap();
         assert_eq!(s.requests.failed, 1);
         let manifest = Manifest::default();
         let summary = crate::analysis::summarize(&records, &manifest);
-        let input = ReportInput { records: &records, summary: &summary, manifest: &manifest, timeline: None, system: None };
+        assert_eq!(s, summary, "read back one record at a time, the summary is that of the records");
+        let input = ReportInput { records: &records, picks: &crate::report::Picks::of(&records), summary: &summary, manifest: &manifest, timeline: None, system: None };
         for e in all_exporters().into_iter().filter(|e| e.applies(&input)) {
             assert!(tmp.path().join(e.file_name()).is_file(), "{}", e.file_name());
         }
+        // As the file holds them (implied fields filled in).
+        let (settled, _) = read_records(&tmp.path().join(TURNS_FILE)).unwrap();
+        let settled_input = ReportInput { records: &settled, ..input };
+        assert_eq!(std::fs::read(tmp.path().join(TURNS_CSV_FILE)).unwrap(), TurnsCsv.export(&settled_input).unwrap(), "turns.csv, streamed");
         let leftovers: Vec<_> = walk(tmp.path()).into_iter().filter(|p| p.to_string_lossy().contains(".tmp-")).collect();
         assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+    }
+
+    /// `dir/turns.jsonl` holding `records`, as a run writes it.
+    pub(crate) fn write_turns(dir: &Path, records: &[TurnRecord]) {
+        let mut sink = crate::core::record::RecordSink::create(&dir.join(TURNS_FILE)).unwrap();
+        for r in records {
+            sink.append(r).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_failed_export_leaves_no_file_and_no_temp_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("x.csv");
+        let err = write_atomic_with(&path, |out| {
+            out.write_all(b"half")?;
+            anyhow::bail!("the source broke")
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("the source broke"), "{err:#}");
+        assert!(std::fs::read_dir(tmp.path()).unwrap().next().is_none(), "nothing left behind");
     }
 
     fn walk(dir: &Path) -> Vec<PathBuf> {

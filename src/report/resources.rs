@@ -126,12 +126,12 @@ impl Exporter for TimelinePlot {
 mod tests {
     use super::*;
     use crate::analysis::resources::summarize_resources;
-    use crate::analysis::resources::tests::{record, timeline};
+    use crate::analysis::resources::tests::timeline;
     use crate::core::timeline::Sample;
 
     #[test]
     fn section_and_timeline_chart() {
-        let r = summarize_resources(&[record(1, 0.0, 1.0)], &timeline());
+        let r = summarize_resources(&std::collections::BTreeMap::from([(1, "c1".to_string())]), &timeline());
         let md = markdown_section(&r);
         assert!(md.contains("## Resources"), "{md}");
         assert!(md.contains("| 1 | c1 | 4 | 50.0 | 100.0 / 100.0 |"), "{md}");

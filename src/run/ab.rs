@@ -20,7 +20,7 @@ pub async fn arm_b(plan: &Plan, dir_a: &Path, stop: &CancellationToken, abort: &
     let b = plan.arm_b(dir_a)?;
     super::drive(&b, stop, abort).await?;
     let a = load_run(dir_a)?;
-    let summary = write_reports(dir_a, a.records, &a.manifest)?;
+    let summary = write_reports(dir_a, &a.manifest)?;
     if let Some(ab) = &summary.ab {
         println!("{}", headline(ab));
     }

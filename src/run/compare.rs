@@ -8,7 +8,7 @@ use anyhow::Result;
 use tokio_util::sync::CancellationToken;
 
 use crate::plan::{EndpointArm, Plan};
-use crate::report::{compare_table, load_run, write_comparison};
+use crate::report::{compare_table, load_run, summarize_dir, write_comparison};
 
 pub async fn arm(plan: &Plan, dir_a: &Path, arm: &EndpointArm, stop: &CancellationToken, abort: &CancellationToken) -> Result<()> {
     if stop.is_cancelled() {
@@ -20,7 +20,7 @@ pub async fn arm(plan: &Plan, dir_a: &Path, arm: &EndpointArm, stop: &Cancellati
     let Some(dir_b) = dir_b else { return Ok(()) };
     // The run's own reports stand as written; its summary is only read here.
     let a = load_run(dir_a)?;
-    let summary = crate::analysis::summarize(&a.records, &a.manifest);
+    let summary = summarize_dir(&a.dir, &a.manifest)?;
     let (cmp, md, page) = write_comparison(dir_a, &summary, &dir_b)?;
     println!("{}", compare_table(&cmp));
     println!("comparison: {} and {}", md.display(), page.display());

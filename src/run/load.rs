@@ -52,6 +52,10 @@ pub async fn run_levels(
         }
         LevelsPlan::Rates(rates) => rates.clone(),
         LevelsPlan::SweepAuto { levels, max_concurrency } => {
+            // The two calibration levels' records, kept for their rates (then let go).
+            let mark = ctx.recorder.len();
+            let kept_already = ctx.recorder.keeps_from(mark);
+            ctx.recorder.retain_from(Some(mark));
             let sync = run(level(plan, "sync".into(), Mode::Closed { concurrency: 1 }, 0, seed)).await?;
             done(&sync)?;
             if ctx.settings.stop.is_cancelled() {
@@ -62,7 +66,10 @@ pub async fn run_levels(
             if ctx.settings.stop.is_cancelled() {
                 return Ok(());
             }
-            let records = ctx.recorder.records();
+            let records = ctx.recorder.records_since(mark);
+            if !kept_already {
+                ctx.recorder.retain_from(None);
+            }
             let lo = level_summary(&records, &sync, &plan.settings).achieved_qps;
             let hi = level_summary(&records, &max, &plan.settings).achieved_qps;
             sweep_rates(lo, hi, *levels)

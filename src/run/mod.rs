@@ -246,6 +246,8 @@ async fn run_started(
     let recorder =
         Recorder::observed(RecordSink::create(&dir.join(results::TURNS_FILE))?, Arc::new(move |r| observer.observe(r)))
             .with_audit(RecordSink::create(&dir.join(TRANSCRIPTS_FILE))?, RecordSink::create(&dir.join(TOKENS_FILE))?);
+    // The records live in turns.jsonl; memory keeps only the spans a schedule asks for.
+    recorder.retain_from(None);
     // A dead server ends the run (not a Ctrl-C: the run still completes and says why). With a
     // fresh server per test a crash fails that test only, and the next test gets a new server.
     let run_stop = stop.child_token();
@@ -282,8 +284,8 @@ async fn run_started(
     let mut finished = manifest.clone();
     finished.completed = Some(true);
     finished.completed_at = Some(jiff::Timestamp::now().to_string());
-    // The run is over: the reports take its records.
-    let summary = report::write_reports(dir, recorder.take_records(), &finished)?;
+    // The run is over: the reports read its records back from turns.jsonl, one at a time.
+    let summary = report::write_reports(dir, &finished)?;
     println!("{}", report::console_summary(&summary));
     if let Some(load) = &summary.load {
         println!("{}", report::load::console_table(load));
@@ -342,6 +344,8 @@ impl Run<'_> {
             self.progress.set_message(&conversation.id);
             let mut test_run = TestRun { test, conversation_id: conversation.id.clone(), ..Default::default() };
             let first_record = self.recorder.len();
+            // This conversation's records, for its outcome line; the earlier ones are let go.
+            self.recorder.retain_from(Some(first_record));
             let outcome = async {
                 let target = until_stopped(stop, servers.for_test(test, &conversation.id, self.recorder, &mut test_run))
                     .await?

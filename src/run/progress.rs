@@ -9,12 +9,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::core::lock;
 use crate::core::record::TurnRecord;
-use crate::report::progress_line;
+use crate::report::ProgressWindow;
 
 #[derive(Default)]
 struct Window {
     level: String,
-    records: Vec<TurnRecord>,
+    since_last_line: ProgressWindow,
     total: usize,
 }
 
@@ -62,8 +62,7 @@ impl Progress {
                     };
                     bar.set_message(format!("{label}  {total} requests"));
                     if now.duration_since(last_line) >= interval {
-                        let fresh = std::mem::take(&mut lock(&window).records);
-                        let line = progress_line(&label, &fresh, now.duration_since(last_line).as_secs_f64());
+                        let line = lock(&window).since_last_line.take_line(&label, now.duration_since(last_line).as_secs_f64());
                         if bar.is_hidden() {
                             eprintln!("{line}");
                         } else {
@@ -83,7 +82,7 @@ impl Progress {
             Some(w) => {
                 let mut w = lock(w);
                 w.total += 1;
-                w.records.push(record.clone());
+                w.since_last_line.push(record);
             }
             None if !record.warmup => self.bar.inc(1),
             None => {}
