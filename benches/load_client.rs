@@ -8,7 +8,8 @@
 //! requests/s, streamed chunks/s, the client's CPU time per request (this process), the
 //! simulator's (its process, from /proc/PID/stat) and their ratio, the schedule lag
 //! (`sent − scheduled` of open-loop first turns) p50/p99, and the bytes per record of
-//! `turns.jsonl`. Compare ratios from one run: these machines are shared and noisy.
+//! `turns.jsonl`. Each level records as a run does: `turns.jsonl`, `transcripts.jsonl` and
+//! `tokens.jsonl`. Compare ratios from one run: these machines are shared and noisy.
 //! Last, the TTFT turnbench's client measures against a raw-socket reference (a keep-alive TCP
 //! connection writing the request bytes and timing the first content byte), alternating one
 //! request each, one at a time: the difference is what the client adds to every TTFT.
@@ -23,7 +24,9 @@ use std::time::Duration;
 
 use turnbench::analysis::{percentile_sorted, sorted_finite};
 use turnbench::client::{Client, ClientConfig, RunClock};
+use turnbench::core::audit::{TOKENS_FILE, TRANSCRIPTS_FILE};
 use turnbench::core::record::{RecordSink, Recorder, TurnRecord};
+use turnbench::core::results::TURNS_FILE;
 use turnbench::client::api::ServerInfo;
 use turnbench::replay::ReplaySettings;
 use turnbench::schedule::{run_level, Arrivals, Level, LevelWindow, LoadContext, Mode};
@@ -147,7 +150,7 @@ fn main() {
             let (cpu0, sim0) = (cpu_seconds(), cpu_seconds_of(&sim_pid));
             let w = run_level(&ctx, &level).await.unwrap();
             let (cpu, sim_cpu) = (cpu_seconds() - cpu0, cpu_seconds_of(&sim_pid) - sim0);
-            let bytes = std::fs::metadata(tmp.path().join("turns.jsonl")).map_or(0, |m| m.len());
+            let bytes = std::fs::metadata(tmp.path().join(TURNS_FILE)).map_or(0, |m| m.len());
             report(&name, &recorder.records(), &w, cpu, sim_cpu, bytes);
         }
         ttft_overhead(&client, &base_url, &server.model).await;
@@ -159,9 +162,11 @@ fn main() {
     let _ = child.wait();
 }
 
-/// A level's context: the conversations `pool` against `server`, recorded into `dir/turns.jsonl`.
+/// A level's context: the conversations `pool` against `server`, recorded into `dir` as a run
+/// records them (`turns.jsonl` and the transcripts and token ids beside it).
 fn context(client: &Client, server: &ServerInfo, pool: &[turnbench::workload::Conversation], dir: &std::path::Path) -> (Recorder, LoadContext) {
-    let recorder = Recorder::new(RecordSink::create(&dir.join("turns.jsonl")).unwrap());
+    let sink = |name: &str| RecordSink::create(&dir.join(name)).unwrap();
+    let recorder = Recorder::new(sink(TURNS_FILE)).with_audit(sink(TRANSCRIPTS_FILE), sink(TOKENS_FILE));
     let ctx = LoadContext {
         client: client.clone(),
         server: server.clone().into(),
@@ -208,7 +213,7 @@ async fn million(client: &Client, server: &ServerInfo, pool: &[turnbench::worklo
         t.elapsed().as_secs_f64(),
         peak_rss_mib(),
         summary.requests.total,
-        std::fs::metadata(tmp.path().join("turns.jsonl")).map_or(0.0, |m| m.len() as f64 / 1e6),
+        std::fs::metadata(tmp.path().join(TURNS_FILE)).map_or(0.0, |m| m.len() as f64 / 1e6),
     );
 }
 

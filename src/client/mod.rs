@@ -152,13 +152,6 @@ struct StreamOptions {
     include_usage: bool,
 }
 
-/// What a request sends: chat `messages` or a rendered `prompt`.
-#[derive(Clone, Copy)]
-enum Input<'a> {
-    Messages(&'a [ChatMessage]),
-    Prompt(&'a str),
-}
-
 #[derive(Deserialize)]
 struct Chunk<'a> {
     /// Only the first choice is read (turnbench asks for one); the rest are skipped unparsed.
@@ -348,19 +341,35 @@ impl Client {
 
     /// Streams one chat completion. Never returns an error: failures are part of the outcome.
     pub async fn stream_chat(&self, request: &ChatRequest<'_>, scheduled_ms: f64) -> ChatOutcome {
-        let input = Input::Messages(request.messages);
-        let path = "/v1/chat/completions";
-        self.stream(request.base_url, path, request.model, input, request.max_tokens, request.return_token_ids, scheduled_ms)
-            .await
+        let body = RequestBody {
+            messages: Some(request.messages),
+            ..self.body(request.model, request.max_tokens, request.return_token_ids)
+        };
+        self.stream(request.base_url, "/v1/chat/completions", &body, scheduled_ms).await
     }
 
     /// Streams one text completion (`/v1/completions`) of an already rendered `prompt`, through
     /// the same streaming path as [`stream_chat`](Self::stream_chat).
     pub async fn stream_completion(&self, request: &CompletionRequest<'_>, scheduled_ms: f64) -> ChatOutcome {
-        let input = Input::Prompt(request.prompt);
-        let path = "/v1/completions";
-        self.stream(request.base_url, path, request.model, input, request.max_tokens, request.return_token_ids, scheduled_ms)
-            .await
+        let body = RequestBody {
+            prompt: Some(request.prompt),
+            ..self.body(request.model, request.max_tokens, request.return_token_ids)
+        };
+        self.stream(request.base_url, "/v1/completions", &body, scheduled_ms).await
+    }
+
+    /// A streamed request's body without its prompt field (`messages` or `prompt`).
+    fn body<'a>(&self, model: &'a str, max_tokens: u32, return_token_ids: bool) -> RequestBody<'a> {
+        RequestBody {
+            model,
+            max_tokens,
+            stream: true,
+            stream_options: StreamOptions { include_usage: true },
+            messages: None,
+            prompt: None,
+            ignore_eos: self.config.ignore_eos,
+            return_token_ids,
+        }
     }
 
     /// `base_url` + `path`, parsed once per endpoint.
@@ -378,38 +387,19 @@ impl Client {
         Ok(url)
     }
 
-    /// One streamed request: `input` is the endpoint's prompt field (`messages` or `prompt`).
-    #[allow(clippy::too_many_arguments)]
-    async fn stream(
-        &self,
-        base_url: &str,
-        path: &'static str,
-        model: &str,
-        input: Input<'_>,
-        max_tokens: u32,
-        return_token_ids: bool,
-        scheduled_ms: f64,
-    ) -> ChatOutcome {
-        let (messages, prompt) = match input {
-            Input::Messages(m) => (Some(m), None),
-            Input::Prompt(p) => (None, Some(p)),
-        };
-        let body = RequestBody {
-            model,
-            max_tokens,
-            stream: true,
-            stream_options: StreamOptions { include_usage: true },
-            messages,
-            prompt,
-            ignore_eos: self.config.ignore_eos,
-            return_token_ids,
-        };
+    /// One streamed request of `body` to `base_url` + `path`.
+    async fn stream(&self, base_url: &str, path: &'static str, body: &RequestBody<'_>, scheduled_ms: f64) -> ChatOutcome {
         // Neither fails for a well-formed run; if one does, the request fails, the run goes on.
         let prepared = self
             .url(base_url, path)
-            .and_then(|url| serde_json::to_vec(&body).map(|body| (url, body)).map_err(|e| format!("request body: {e}")));
-        let sent = Instant::now();
+            .and_then(|url| serde_json::to_vec(body).map(|body| (url, body)).map_err(|e| format!("request body: {e}")));
         let mut outcome = ChatOutcome::default();
+        // Grown once, before the clock starts, rather than doubling chunk after chunk (a few
+        // answers run past it).
+        let expected = body.max_tokens.min(1024) as usize;
+        outcome.timing.content_chunk_ms.reserve(expected);
+        outcome.text.reserve(expected * 4);
+        let sent = Instant::now();
         outcome.timing.scheduled_ms = scheduled_ms.min(self.clock.ms(sent));
         outcome.timing.sent_ms = self.clock.ms(sent);
         let deadline = sent + self.config.request_timeout;
@@ -471,7 +461,7 @@ impl Client {
         }
         let mut decoder = SseDecoder::new(MAX_SSE_LINE_BYTES, MAX_STREAM_BYTES);
         let mut response = response;
-        let mut events = Events::default();
+        let mut events = Events::with_capacity(4096);
         let mut done = false;
         let mut ended = false;
         while !done && !ended {

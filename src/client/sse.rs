@@ -31,15 +31,23 @@ impl std::error::Error for SseError {}
 
 /// The data of decoded events, in one buffer: decoding allocates nothing per event once the
 /// buffer has grown to a chunk's worth (a stream is hundreds of events a second per request).
+/// The decoder writes an event's data straight into `text` as its lines arrive; the event counts
+/// (is in [`iter`](Self::iter)) once its empty line ends it. Feed one stream into one `Events`.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Events {
     text: String,
-    /// Where each event's data ends in `text`.
+    /// Where each event's data ends in `text`; what follows the last end is the data of the
+    /// event still being read.
     ends: Vec<usize>,
 }
 
 impl Events {
-    /// Each event's data, in order.
+    /// Room for `bytes` of event data before the first reallocation.
+    pub fn with_capacity(bytes: usize) -> Self {
+        Self { text: String::with_capacity(bytes), ends: Vec::with_capacity(16) }
+    }
+
+    /// Each complete event's data, in order.
     pub fn iter(&self) -> impl Iterator<Item = &str> {
         let mut start = 0;
         self.ends.iter().map(move |&end| {
@@ -57,14 +65,26 @@ impl Events {
         self.ends.is_empty()
     }
 
-    /// Forgets the events, keeping the buffers.
+    /// Forgets the complete events, keeping the buffers and the event still being read.
     pub fn clear(&mut self) {
-        self.text.clear();
+        let done = self.done();
+        if done > 0 {
+            self.text.drain(..done);
+        }
         self.ends.clear();
     }
 
-    fn push(&mut self, data: &str) {
-        self.text.push_str(data);
+    /// Where the complete events end in `text`.
+    fn done(&self) -> usize {
+        self.ends.last().copied().unwrap_or(0)
+    }
+
+    /// Bytes of data of the event still being read.
+    fn pending(&self) -> usize {
+        self.text.len() - self.done()
+    }
+
+    fn end_event(&mut self) {
         self.ends.push(self.text.len());
     }
 }
@@ -74,10 +94,10 @@ impl Events {
 pub struct SseDecoder {
     max_line: usize,
     max_body: u64,
-    /// Bytes of the line being read (no terminator).
+    /// Bytes of a line split across pushes (no terminator); a line that arrives whole is read
+    /// where it lies.
     line: Vec<u8>,
-    /// The data of the event being read, once it has a `data` field (`has_data`).
-    data: String,
+    /// The event being read has a `data` field (its data is the tail of `Events::text`).
     has_data: bool,
     /// The previous byte was `\r`: a `\n` right after it ends nothing more.
     after_cr: bool,
@@ -87,7 +107,7 @@ pub struct SseDecoder {
 
 impl SseDecoder {
     pub fn new(max_line: usize, max_body: u64) -> Self {
-        Self { max_line, max_body, line: Vec::new(), data: String::new(), has_data: false, after_cr: false, body: 0, lines: 0 }
+        Self { max_line, max_body, line: Vec::new(), has_data: false, after_cr: false, body: 0, lines: 0 }
     }
 
     /// Feeds `bytes`; appends the data of every event they complete to `events`.
@@ -104,15 +124,15 @@ impl SseDecoder {
                 continue;
             }
             self.after_cr = false;
-            match rest.iter().position(|b| *b == b'\n' || *b == b'\r') {
+            match memchr::memchr2(b'\n', b'\r', rest) {
                 Some(i) => {
-                    self.extend_line(&rest[..i])?;
                     self.after_cr = rest[i] == b'\r';
+                    self.end_line(&rest[..i], events)?;
                     rest = &rest[i + 1..];
-                    self.end_line(events)?;
                 }
                 None => {
-                    self.extend_line(rest)?;
+                    self.check_line(self.line.len() + rest.len(), events)?;
+                    self.line.extend_from_slice(rest);
                     rest = &[];
                 }
             }
@@ -124,7 +144,7 @@ impl SseDecoder {
     /// browsers do not, but servers that close right after `data: [DONE]` rely on).
     pub fn finish(&mut self, events: &mut Events) -> Result<(), SseError> {
         if !self.line.is_empty() {
-            self.end_line(events)?;
+            self.end_line(&[], events)?;
         }
         self.dispatch(events);
         Ok(())
@@ -132,28 +152,40 @@ impl SseDecoder {
 
     fn dispatch(&mut self, events: &mut Events) {
         if std::mem::take(&mut self.has_data) {
-            events.push(&self.data);
-            self.data.clear();
+            events.end_event();
         }
     }
 
-    fn extend_line(&mut self, part: &[u8]) -> Result<(), SseError> {
-        let pending = self.data.len();
-        if self.line.len() + part.len() + pending > self.max_line {
+    /// A line of `len` bytes may join the event being read.
+    fn check_line(&self, len: usize, events: &Events) -> Result<(), SseError> {
+        if len + events.pending() > self.max_line {
             return Err(SseError::LineTooLong { limit: self.max_line });
         }
-        self.line.extend_from_slice(part);
         Ok(())
     }
 
-    fn end_line(&mut self, events: &mut Events) -> Result<(), SseError> {
-        self.lines += 1;
+    /// A line ends with `last`, its bytes in this push (after any kept from earlier pushes).
+    fn end_line(&mut self, last: &[u8], events: &mut Events) -> Result<(), SseError> {
+        self.check_line(self.line.len() + last.len(), events)?;
         if self.line.is_empty() {
+            return self.read_line(last, events);
+        }
+        self.line.extend_from_slice(last);
+        // The split line's buffer is kept for the next one.
+        let line = std::mem::take(&mut self.line);
+        let read = self.read_line(&line, events);
+        self.line = line;
+        self.line.clear();
+        read
+    }
+
+    fn read_line(&mut self, line: &[u8], events: &mut Events) -> Result<(), SseError> {
+        self.lines += 1;
+        if line.is_empty() {
             self.dispatch(events);
             return Ok(());
         }
-        // The line's buffer is kept for the next line; its text is copied once, into `data`.
-        let line = std::str::from_utf8(&self.line).map_err(|_| SseError::NotUtf8 { line: self.lines })?;
+        let line = std::str::from_utf8(line).map_err(|_| SseError::NotUtf8 { line: self.lines })?;
         let (field, value) = match line.find(':') {
             Some(0) => ("", ""), // a comment
             Some(i) => {
@@ -164,12 +196,11 @@ impl SseDecoder {
         };
         if field == "data" {
             if self.has_data {
-                self.data.push('\n');
+                events.text.push('\n');
             }
-            self.data.push_str(value);
+            events.text.push_str(value);
             self.has_data = true;
         }
-        self.line.clear();
         Ok(())
     }
 }
@@ -205,6 +236,21 @@ mod tests {
             d.finish(&mut out).unwrap();
             assert_eq!(out.iter().collect::<Vec<_>>(), ["one", "two"], "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn an_event_read_across_pushes_survives_clearing_the_complete_ones() {
+        let mut d = SseDecoder::new(64, 1 << 20);
+        let mut out = Events::default();
+        let mut seen = Vec::new();
+        for part in [&b"data: one\n\ndata: tw"[..], b"o\ndata: lines\n", b"\ndata: [DONE]"] {
+            d.push(part, &mut out).unwrap();
+            seen.extend(out.iter().map(String::from));
+            out.clear();
+        }
+        d.finish(&mut out).unwrap();
+        seen.extend(out.iter().map(String::from));
+        assert_eq!(seen, ["one", "two\nlines", "[DONE]"]);
     }
 
     #[test]

@@ -179,7 +179,7 @@ pub mod compact {
     /// Milliseconds kept to the microsecond: below any clock turnbench reads, and short to write.
     pub fn round_us(ms: f64) -> f64 {
         if ms.is_finite() && ms.abs() < 1e12 {
-            (ms * 1000.0).round() / 1000.0
+            whole_us(ms) / 1000.0
         } else {
             ms
         }
@@ -200,10 +200,21 @@ pub mod compact {
     /// both in whole microseconds.
     fn first_chunk_us(t: &RequestTiming) -> Option<f64> {
         t.content_chunk_ms.first().map(|&at| {
-            let sent = (t.sent_ms * 1000.0).round();
-            let gap = (at * 1000.0).round() - sent;
-            (sent + if gap.is_finite() && gap > 0.0 { gap } else { 0.0 }) / 1000.0
+            let sent = whole_us(t.sent_ms);
+            (sent + gap_us(sent, whole_us(at)) as f64) / 1000.0
         })
+    }
+
+    /// An instant in milliseconds, in whole microseconds.
+    fn whole_us(ms: f64) -> f64 {
+        (ms * 1000.0).round()
+    }
+
+    /// The gap a line writes from `previous_us` to `at_us` (whole microseconds): none when `at`
+    /// is not after it or either is not finite.
+    fn gap_us(previous_us: f64, at_us: f64) -> u64 {
+        let gap = at_us - previous_us;
+        if gap.is_finite() && gap > 0.0 { gap as u64 } else { 0 }
     }
 
     /// `RequestTiming` as a line holds it, borrowed (writing a record copies nothing).
@@ -247,13 +258,12 @@ pub mod compact {
             use serde::ser::SerializeSeq;
             // Gaps between instants rounded to the microsecond (as the reader rebuilds them),
             // so they never add up to drift.
-            let mut previous = (self.sent_ms * 1000.0).round();
+            let mut previous = whole_us(self.sent_ms);
             let mut seq = s.serialize_seq(Some(self.chunks.len()))?;
             for &at in self.chunks {
-                let at = (at * 1000.0).round();
-                let gap = at - previous;
+                let at = whole_us(at);
+                seq.serialize_element(&gap_us(previous, at))?;
                 previous = at;
-                seq.serialize_element(&if gap.is_finite() && gap > 0.0 { gap as u64 } else { 0 })?;
             }
             seq.end()
         }
@@ -306,7 +316,7 @@ pub mod compact {
             } else {
                 // As `round_us` computes an instant, so that a record read back equals the one
                 // written.
-                let mut at_us = (l.sent_ms * 1000.0).round();
+                let mut at_us = whole_us(l.sent_ms);
                 l.chunk_gaps_us
                     .iter()
                     .map(|gap| {
