@@ -608,10 +608,26 @@ impl TtftGroupAcc {
     }
 }
 
-#[derive(Debug, Default)]
-struct TurnAcc {
+/// Requests seen and those that succeeded: only a successful one feeds a group's distributions.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
     count: usize,
     ok: usize,
+}
+
+impl Tally {
+    /// Counts `r`; true when it succeeded.
+    fn admit(&mut self, r: &TurnRecord) -> bool {
+        let ok = r.status.is_ok();
+        self.count += 1;
+        self.ok += usize::from(ok);
+        ok
+    }
+}
+
+#[derive(Debug, Default)]
+struct TurnAcc {
+    tally: Tally,
     ttft: Distribution,
     e2e: Distribution,
     prompt: Distribution,
@@ -621,11 +637,9 @@ struct TurnAcc {
 
 impl TurnAcc {
     fn push(&mut self, r: &TurnRecord) {
-        self.count += 1;
-        if !r.status.is_ok() {
+        if !self.tally.admit(r) {
             return;
         }
-        self.ok += 1;
         self.ttft.push(ttft(r).unwrap_or(f64::NAN));
         self.e2e.push(r.derived.e2e_ms);
         self.prompt.push(opt_u64(r.usage.prompt_tokens));
@@ -636,8 +650,8 @@ impl TurnAcc {
     fn finish(mut self, turn: u32) -> TurnStats {
         TurnStats {
             turn,
-            count: self.count,
-            ok: self.ok,
+            count: self.tally.count,
+            ok: self.tally.ok,
             ttft_p50_ms: self.ttft.percentile(50.0),
             ttft_mean_ms: self.ttft.mean(),
             e2e_p50_ms: self.e2e.percentile(50.0),
@@ -650,8 +664,7 @@ impl TurnAcc {
 
 #[derive(Debug, Default)]
 struct TagAcc {
-    count: usize,
-    ok: usize,
+    tally: Tally,
     ttft: Distribution,
     e2e: Distribution,
     output_tps: Distribution,
@@ -659,11 +672,9 @@ struct TagAcc {
 
 impl TagAcc {
     fn push(&mut self, r: &TurnRecord) {
-        self.count += 1;
-        if !r.status.is_ok() {
+        if !self.tally.admit(r) {
             return;
         }
-        self.ok += 1;
         self.ttft.push(ttft(r).unwrap_or(f64::NAN));
         self.e2e.push(r.derived.e2e_ms);
         self.output_tps.push(r.derived.output_tps.unwrap_or(f64::NAN));
@@ -672,9 +683,9 @@ impl TagAcc {
     fn finish(mut self, tag: String) -> TagStats {
         TagStats {
             tag,
-            count: self.count,
-            ok: self.ok,
-            success_pct: success_pct(self.ok, self.count),
+            count: self.tally.count,
+            ok: self.tally.ok,
+            success_pct: success_pct(self.tally.ok, self.tally.count),
             ttft_p50_ms: self.ttft.percentile(50.0),
             e2e_p50_ms: self.e2e.percentile(50.0),
             output_tps_p50: self.output_tps.percentile(50.0),
@@ -684,8 +695,7 @@ impl TagAcc {
 
 #[derive(Debug, Default)]
 struct PhaseAcc {
-    count: usize,
-    ok: usize,
+    tally: Tally,
     ttft: Distribution,
     cached: Distribution,
     reuse: ReuseAcc,
@@ -693,11 +703,9 @@ struct PhaseAcc {
 
 impl PhaseAcc {
     fn push(&mut self, r: &TurnRecord) {
-        self.count += 1;
-        if !r.status.is_ok() {
+        if !self.tally.admit(r) {
             return;
         }
-        self.ok += 1;
         self.ttft.push(ttft(r).unwrap_or(f64::NAN));
         self.cached.push(opt_u64(r.observed_reuse()));
         self.reuse.push(r);
@@ -706,8 +714,8 @@ impl PhaseAcc {
     fn finish(mut self, phase: RagPhase) -> RagPhaseStats {
         RagPhaseStats {
             phase,
-            count: self.count,
-            ok: self.ok,
+            count: self.tally.count,
+            ok: self.tally.ok,
             ttft_p50_ms: self.ttft.percentile(50.0),
             cached_tokens_mean: self.cached.mean(),
             reuse_pct: self.reuse.pct(),
