@@ -26,5 +26,10 @@ pub mod sim;
 pub mod template;
 pub mod workload;
 
+/// Every binary that links turnbench (the tool, its benches and tests) allocates through
+/// mimalloc, so a bench measures the allocator the tool ships with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub use commands::{main_with, run};
 pub use core::error::UsageError;
