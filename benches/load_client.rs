@@ -3,8 +3,8 @@
 //! Starts `turnbench sim --profile instant --port 0` as a child process (zero latency; its CPU is
 //! not the client's) and drives it through the real scheduler + replay engine + client with
 //! multi-turn conversations (3 turns, answers of 16 tokens): first as hard as the client can
-//! (closed loop), then open loop at 1,000, 4,000 and 8,000 requests/s targets (conversations
-//! arrive at target/3 per second; later turns follow at once). Per level it prints sustained
+//! (closed loop), again with answers of 128 tokens, then open loop at 1,000, 4,000 and 8,000
+//! requests/s targets (conversations arrive at target/3 per second; later turns follow at once). Per level it prints sustained
 //! requests/s, streamed chunks/s, the client's CPU time per request (this process), the
 //! simulator's (its process, from /proc/PID/stat) and their ratio, the schedule lag
 //! (`sent − scheduled` of open-loop first turns) p50/p99, and the bytes per record of
@@ -14,6 +14,7 @@
 //! connection writing the request bytes and timing the first content byte), alternating one
 //! request each, one at a time: the difference is what the client adds to every TTFT.
 //! Knobs (environment): LOAD_BENCH_SECS (5), LOAD_BENCH_CONCURRENCY (32),
+//! LOAD_BENCH_ANSWER_TOKENS (16: the answers of every level but the 128-token one),
 //! LOAD_BENCH_RATES (1000,4000,8000), LOAD_BENCH_MILLION (set: first a closed loop to 1,000,000
 //! requests and every report built from them, printing the peak resident memory; two or three
 //! minutes, and about 1.5 GB of files in a temporary folder).
@@ -26,7 +27,7 @@ use std::time::Duration;
 use turnbench::analysis::{percentile_sorted, sorted_finite};
 use turnbench::client::{Client, ClientConfig, RunClock};
 use turnbench::core::audit::{TOKENS_FILE, TRANSCRIPTS_FILE};
-use turnbench::core::record::{RecordSink, Recorder, TurnRecord};
+use turnbench::core::record::{read_records, RecordSink, Recorder, TurnRecord};
 use turnbench::core::results::TURNS_FILE;
 use turnbench::client::api::ServerInfo;
 use turnbench::replay::ReplaySettings;
@@ -34,6 +35,9 @@ use turnbench::schedule::{run_level, Arrivals, Level, LevelWindow, LoadContext, 
 use turnbench::workload::multiround::{generate, MultiRound};
 
 const TURNS: usize = 3;
+/// The answers of the second closed loop: the length of the peers' comparison (per-chunk costs
+/// dominate there, per-request costs at 16 tokens).
+const LONG_ANSWER_TOKENS: u32 = 128;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -74,7 +78,7 @@ fn report(name: &str, records: &[TurnRecord], w: &LevelWindow, cpu_s: f64, sim_c
     };
     let n = records.len().max(1) as f64;
     println!(
-        "{name:<20} {offered}sustained {:>6.0} req/s {:>8.0} chunks/s  client {:>6.3} ms CPU/req, sim {:>6.3}, client/sim {:>4.1}×  lag p50 {} ms p99 {} ms  {:.0} B/record  ({} ok, {} failed)",
+        "{name:<20} {offered}sustained {:>6.0} req/s {:>8.0} chunks/s  client {:>6.3} ms CPU/req, sim {:>6.3}, client/sim {:>4.2}×  lag p50 {} ms p99 {} ms  {:.0} B/record  ({} ok, {} failed)",
         ok as f64 / secs,
         chunks as f64 / secs,
         cpu_s * 1000.0 / n,
@@ -91,6 +95,7 @@ fn report(name: &str, records: &[TurnRecord], w: &LevelWindow, cpu_s: f64, sim_c
 fn main() {
     let secs: f64 = env_or("LOAD_BENCH_SECS", 5.0);
     let concurrency: usize = env_or("LOAD_BENCH_CONCURRENCY", 32);
+    let answer_tokens: u32 = env_or("LOAD_BENCH_ANSWER_TOKENS", 16);
     let rates: Vec<f64> = std::env::var("LOAD_BENCH_RATES")
         .unwrap_or_else(|_| "1000,4000,8000".into())
         .split(',')
@@ -120,30 +125,33 @@ fn main() {
         .unwrap();
         let mut server = ServerInfo::probe(&client, &base_url, None).await.unwrap();
         server.has_tokenize = false;
-        let pool = generate(&MultiRound {
-            users: 256,
-            rounds: TURNS,
-            system_tokens: 128,
-            history_tokens: 64,
-            answer_tokens: 16,
-            seed: 1,
-        });
-        println!("turnbench load client benchmark: sim at zero latency, {TURNS}-turn conversations, 16-token answers, {secs} s per level");
+        let conversations = |answer_tokens| {
+            generate(&MultiRound { users: 256, rounds: TURNS, system_tokens: 128, history_tokens: 64, answer_tokens, seed: 1 })
+        };
+        let (pool, long_pool) = (conversations(answer_tokens), conversations(LONG_ANSWER_TOKENS));
+        println!("turnbench load client benchmark: sim at zero latency, {TURNS}-turn conversations, {answer_tokens}-token answers, {secs} s per level");
         // First, so that the peak resident memory is the million run's own (the levels below
-        // keep their records in memory for their lines).
+        // read their records back for their lines).
         if std::env::var_os("LOAD_BENCH_MILLION").is_some() {
             million(&client, &server, &pool, concurrency).await;
         }
-        let mut levels = vec![("max (closed loop)".to_string(), Mode::Closed { concurrency })];
+        let mut levels = vec![
+            ("max (closed loop)".to_string(), Mode::Closed { concurrency }, &pool),
+            (format!("max, {LONG_ANSWER_TOKENS}-tok answers"), Mode::Closed { concurrency }, &long_pool),
+        ];
         for &target in &rates {
             levels.push((
                 format!("target {target} req/s"),
                 Mode::Open { qps: target / TURNS as f64, arrivals: Arrivals::Poisson },
+                &pool,
             ));
         }
-        for (i, (name, mode)) in levels.into_iter().enumerate() {
+        for (i, (name, mode, pool)) in levels.into_iter().enumerate() {
             let tmp = tempfile::tempdir().unwrap();
-            let (recorder, ctx) = context(&client, &server, &pool, tmp.path());
+            let (recorder, ctx) = context(&client, &server, pool, tmp.path());
+            // As a run's fixed levels do: the records live in turns.jsonl only (keeping them
+            // in memory too made the client's CPU per request look 4-8 % higher).
+            recorder.retain_from(None);
             let level = Level {
                 label: name.clone(),
                 mode,
@@ -156,8 +164,10 @@ fn main() {
             let (cpu0, sim0) = (cpu_seconds(), cpu_seconds_of(&sim_pid));
             let w = run_level(&ctx, &level).await.unwrap();
             let (cpu, sim_cpu) = (cpu_seconds() - cpu0, cpu_seconds_of(&sim_pid) - sim0);
-            let bytes = std::fs::metadata(tmp.path().join(TURNS_FILE)).map_or(0, |m| m.len());
-            report(&name, &recorder.records(), &w, cpu, sim_cpu, bytes);
+            let turns = tmp.path().join(TURNS_FILE);
+            let bytes = std::fs::metadata(&turns).map_or(0, |m| m.len());
+            let (records, _) = read_records(&turns).unwrap();
+            report(&name, &records, &w, cpu, sim_cpu, bytes);
         }
         ttft_overhead(&client, &base_url, &server.model).await;
     });

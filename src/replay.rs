@@ -363,6 +363,7 @@ pub async fn replay_conversation_paced(
         let mut cache = server.account(&turn, outcome.usage.cached_tokens.or(delta.map(|d| d.hits)), delta.map_or(0, |d| d.preemptions));
         cache.token_source = prompt_ids.as_ref().map(|_| if from_server { "server" } else { "tokenize" }.to_string());
         let answer = outcome.text.clone();
+        let prompt_hash = outcome.prompt_sha256.take();
         cache.server_hits = delta.map(|d| d.hits);
         cache.server_queries = delta.map(|d| d.queries);
         let mut record = build_record(labels, conversation, index, &prompt, outcome, cache, server.info.max_model_len);
@@ -370,7 +371,15 @@ pub async fn replay_conversation_paced(
             record.prompt = Some(rendered_prompt(template.origin(), text, prompt_ids.as_deref()));
         }
         let ok = record.status.is_ok();
-        let sent = Sent { messages: &prompt.messages, rendered, answer: &answer, prompt_ids: prompt_ids.as_deref(), output_ids: output_ids.as_deref(), from_server };
+        let sent = Sent {
+            messages: &prompt.messages,
+            rendered,
+            prompt_sha256: prompt_hash,
+            answer: &answer,
+            prompt_ids: prompt_ids.as_deref(),
+            output_ids: output_ids.as_deref(),
+            from_server,
+        };
         let audit = audit_of(&record, &sent, previous_messages.as_deref(), previous_turn);
         recorder.record_turn(record, Some(audit))?;
         if !ok {
@@ -389,6 +398,8 @@ pub async fn replay_conversation_paced(
 struct Sent<'a> {
     messages: &'a [ChatMessage],
     rendered: Option<String>,
+    /// The client's hash of what it sent (`None`: no request body was made).
+    prompt_sha256: Option<String>,
     answer: &'a str,
     prompt_ids: Option<&'a [u32]>,
     output_ids: Option<&'a [u32]>,
@@ -418,7 +429,10 @@ fn audit_of(
     };
     let transcript = Transcript {
         key: key.clone(),
-        prompt_sha256: prompt_sha256(chat.then_some(sent.messages), sent.rendered.as_deref()),
+        prompt_sha256: match &sent.prompt_sha256 {
+            Some(hash) => hash.clone(),
+            None => prompt_sha256(chat.then_some(sent.messages), sent.rendered.as_deref()),
+        },
         shared_messages,
         messages: chat.then(|| sent.messages[shared_messages..].to_vec()),
         prompt: sent.rendered.clone(),

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 
 use turnbench::client::metrics::ServerSnapshot;
-use turnbench::client::parse_chunk;
+use turnbench::client::{parse_chunk, ChunkParser};
 use turnbench::client::sse::{Events, SseDecoder};
 use turnbench::core::UsageError;
 use turnbench::workload::load::{parse_conversations, parse_rag};
@@ -131,6 +131,28 @@ proptest! {
         let u = c.usage.unwrap();
         prop_assert_eq!((u.prompt_tokens, u.completion_tokens, u.cached_tokens), (Some(prompt), Some(completion), Some(cached)));
         prop_assert!(c.usage_problem.is_none());
+    }
+
+    #[test]
+    fn a_stream_parses_as_its_chunks_parse_alone(chunks in proptest::collection::vec((0u8..5, "[a \"\\\\\n\u{1}\u{7f}é€]{0,6}|.{0,12}"), 1..12)) {
+        // A stream's chunks as a server writes them, and hostile ones: the content written raw
+        // (quotes, backslashes, control characters unescaped), another shape, a changed tail.
+        let (head, tail) = (r#"{"id":"c-1","object":"chat.completion.chunk","created":7,"model":"m","choices":[{"index":0,"delta":{"content":"#, r#"},"logprobs":null,"finish_reason":null}]}"#);
+        let mut parser = ChunkParser::default();
+        for (shape, content) in chunks {
+            let literal = serde_json::to_string(&content).unwrap();
+            let data = match shape {
+                0 | 1 => format!("{head}{literal}{tail}"),
+                2 => format!("{head}\"{content}\"{tail}"),
+                3 => format!("{head}{literal}{}", tail.replace("null}", "\"stop\"}")),
+                _ => json!({"choices": [{"delta": {"content": content}}], "usage": {"prompt_tokens": 3}}).to_string(),
+            };
+            let (memo, alone) = (parser.parse(&data), parse_chunk(&data));
+            prop_assert_eq!(memo.is_ok(), alone.is_ok(), "{}", data);
+            if let (Ok(m), Ok(a)) = (memo, alone) {
+                prop_assert_eq!(m, a, "{}", data);
+            }
+        }
     }
 
     #[test]
