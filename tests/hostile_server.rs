@@ -71,6 +71,33 @@ fn http_429_500_503_are_failures_with_their_code() {
 }
 
 #[test]
+fn a_redirect_is_reported_with_where_it_points_never_followed() {
+    // Followed, the request would time the redirect's round trip as the server's.
+    let r = failed_with(Mode::Redirect, &[], "http_4xx", "redirects (http://elsewhere.invalid/v1/chat/completions)");
+    assert_eq!(r["http_status"], 307);
+}
+
+#[test]
+fn a_proxy_named_in_the_environment_carries_every_request() {
+    // Plain HTTP goes through hyper directly unless a proxy is named; then reqwest sends every
+    // request through it. The endpoint cannot be reached but through the proxy.
+    let fx = suite(1);
+    let proxy = Hostile::start(Mode::Healthy);
+    let args = ["--endpoint", "http://behind-the-proxy.invalid:9", "--model", "hostile", "--warmup", "0", "--request-timeout", "5"];
+    let out = fx.command(&args).env("http_proxy", proxy.url()).env_remove("no_proxy").env_remove("NO_PROXY").output().unwrap();
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let records = measured(&fx.results());
+    // Both turns answered: the endpoint's host does not resolve, so they came through the proxy
+    // (as did the start-up probes of the endpoint).
+    assert_eq!(records.iter().filter(|r| r["status"] == "ok").count(), 2, "{records:?}");
+    // The client's calibration against its own loopback server never goes through the proxy
+    // (it would measure the proxy): only the run's few requests reached it.
+    let chats = proxy.chats.load(std::sync::atomic::Ordering::Relaxed);
+    assert!((2..=10).contains(&chats), "{chats} chat requests through the proxy");
+    assert!(json_file(fx.results().join("manifest.json"))["client_calibration"]["requests"].as_u64().unwrap() > 100);
+}
+
+#[test]
 fn a_reset_connection_is_a_failure() {
     let fx = suite(1);
     let server = Hostile::start(Mode::Reset);

@@ -36,7 +36,7 @@ fn process_cpu_s() -> f64 {
 /// Measures for `seconds` with the run's timeouts (and no API key: the loopback server is ours).
 pub async fn measure(config: &ClientConfig, seconds: f64) -> Result<ClientCalibration> {
     let server = crate::sim::spawn(SimConfig::instant()).await?;
-    let client = Client::new(ClientConfig { api_key: None, ignore_eos: true, ..config.clone() }, RunClock::start())?;
+    let client = Client::loopback(ClientConfig { api_key: None, ignore_eos: true, ..config.clone() }, RunClock::start())?;
     let mut info = ServerInfo::probe(&client, &server.base_url(), None).await?;
     info.has_tokenize = false;
     let scratch = tempfile::Builder::new().prefix("turnbench-calibration-").tempdir().context("cannot create a temporary folder")?;

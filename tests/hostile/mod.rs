@@ -52,6 +52,8 @@ pub enum Mode {
     SlowEvery(usize),
     /// Every `n`-th chat request answers HTTP 500.
     FailEvery(usize),
+    /// Chat answers 307 to `http://elsewhere.invalid/v1/chat/completions`.
+    Redirect,
 }
 
 pub struct Hostile {
@@ -119,7 +121,12 @@ fn read_request(conn: &mut TcpStream) -> Option<Request> {
         buf.extend_from_slice(&byte[..n]);
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let path = head.split_whitespace().nth(1)?.to_string();
+    let target = head.split_whitespace().nth(1)?;
+    // A request through a proxy names the whole URL (`POST http://host/v1/…`): serve its path.
+    let path = match target.strip_prefix("http://") {
+        Some(rest) => rest.find('/').map_or("/", |i| &rest[i..]).to_string(),
+        None => target.to_string(),
+    };
     let header = |name: &str| {
         head.lines()
             .find(|l| l.to_ascii_lowercase().starts_with(&format!("{name}:")))
@@ -220,6 +227,10 @@ fn serve(mut conn: TcpStream, mode: Mode, stop: &AtomicBool, chats: &AtomicUsize
         s
     };
     match mode {
+        Mode::Redirect => {
+            let head = "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://elsewhere.invalid/v1/chat/completions\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+            let _ = conn.write_all(head.as_bytes());
+        }
         Mode::Status(code) => {
             let body = serde_json::json!({"error": {"message": format!("hostile server says {code}"), "code": code}});
             respond(&mut conn, code, "application/json", body.to_string().as_bytes());
