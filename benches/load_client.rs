@@ -150,7 +150,7 @@ fn main() {
             let tmp = tempfile::tempdir().unwrap();
             let (recorder, ctx) = context(&client, &server, pool, tmp.path());
             // As a run's fixed levels do: the records live in turns.jsonl only (keeping them
-            // in memory too made the client's CPU per request look 4-8 % higher).
+            // in memory too made the client's CPU per request read 4-12 % high).
             recorder.retain_from(None);
             let level = Level {
                 label: name.clone(),
