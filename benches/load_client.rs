@@ -4,11 +4,11 @@
 //! not the client's) and drives it through the real scheduler + replay engine + client with
 //! multi-turn conversations (3 turns, answers of 16 tokens): first as hard as the client can
 //! (closed loop), again with answers of 128 tokens, then open loop at 1,000, 4,000 and 8,000
-//! requests/s targets (conversations arrive at target/3 per second; later turns follow at once). Per level it prints sustained
-//! requests/s, streamed chunks/s, the client's CPU time per request (this process), the
-//! simulator's (its process, from /proc/PID/stat) and their ratio, the schedule lag
-//! (`sent − scheduled` of open-loop first turns) p50/p99, and the bytes per record of
-//! `turns.jsonl`. Each level records as a run does: `turns.jsonl`, `transcripts.jsonl` and
+//! requests/s targets (conversations arrive at target/3 per second; later turns follow at once).
+//! Per level it prints sustained requests/s, streamed chunks/s, the client's CPU time per
+//! request (this process), the simulator's (its process, from /proc/PID/stat) and their ratio,
+//! the schedule lag (`sent − scheduled` of open-loop first turns) p50/p99, and the bytes per
+//! record of `turns.jsonl`. Each level records as a run does: `turns.jsonl`, `transcripts.jsonl` and
 //! `tokens.jsonl`. Compare ratios from one run: these machines are shared and noisy.
 //! Last, the TTFT turnbench's client measures against a raw-socket reference (a keep-alive TCP
 //! connection writing the request bytes and timing the first content byte), alternating one
